@@ -1,0 +1,268 @@
+"""One TOML file into typed settings.
+
+Every table is a dataclass; `read_table` fills it and refuses unknown keys and wrong types
+with a `ConfigError` that names the file, the dotted key and what was expected, because an
+operator fixing a config at 3 a.m. needs exactly those three things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+EX_CONFIG = 78
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; `str()` is the message for the operator."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+def _check(test: Callable[[Any], bool], expected: str) -> dict[str, Any]:
+    return {"check": test, "expected": expected}
+
+
+def _port() -> dict[str, Any]:
+    return _check(lambda v: 0 <= v <= 65535, "a port number from 0 to 65535")
+
+
+def _positive() -> dict[str, Any]:
+    return _check(lambda v: v > 0, "a number greater than 0")
+
+
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    state_dir: Path = Path("var")
+    log_level: str = field(
+        default="info",
+        metadata=_check(lambda v: v in LOG_LEVELS, "one of " + ", ".join(sorted(LOG_LEVELS))),
+    )
+    log_format: str = field(
+        default="auto",
+        metadata=_check(lambda v: v in ("auto", "json", "console"), "auto, json or console"),
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///var/gateway.db"
+    busy_timeout: float = field(default=5.0, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = field(default=2525, metadata=_port())
+    hostname: str = "gateway.localhost"
+    max_message_size: int = field(default=25 * 1024 * 1024, metadata=_positive())
+    timeout: float = field(default=300.0, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    workers: int = field(default=2, metadata=_positive())
+    poll_interval: float = field(default=1.0, metadata=_positive())
+    lease: float = field(default=300.0, metadata=_positive())
+    retry_initial: float = field(default=60.0, metadata=_positive())
+    retry_max: float = field(default=3600.0, metadata=_positive())
+    lifetime: float = field(default=5 * 86400.0, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class DossierSettings:
+    """A dossier the config provisions into the database at start-up."""
+
+    slug: str
+    integration: str
+    name: str = ""
+    vat: str = ""
+    company_number: str = ""
+    accounting_file_id: str = ""
+    addresses: list[str] = field(default_factory=list)
+    auto_send: bool = False
+
+
+@dataclass(frozen=True)
+class IntegrationEntry:
+    """An integration the config provisions; `options` are checked by its kind."""
+
+    name: str
+    kind: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    gateway: GatewaySettings
+    database: DatabaseSettings
+    smtp: SmtpSettings
+    delivery: DeliverySettings
+    integrations: list[IntegrationEntry]
+    dossiers: list[DossierSettings]
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.gateway.state_dir / "blobs"
+
+
+def _expected_for(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    if tp is Path:
+        return "a path (string)"
+    if typing.get_origin(tp) is list:
+        return "a list of strings"
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _expected_for(inner[0]) + " (optional)"
+    return str(tp)
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """Return `value` as `tp`, or raise TypeError; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(inner[0], value)
+    if origin is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    if tp is str and isinstance(value, str):
+        return value
+    raise TypeError
+
+
+def read_table(cls: type[T], table: Mapping[str, Any], source: str, prefix: str) -> T:
+    """Build dataclass `cls` from `table`; unknown keys, wrong types and bad values are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key (known keys: {known})")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in table:
+            no_default = f.default is dataclasses.MISSING
+            if no_default and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(source, key, f"missing; expected {_expected_for(hints[name])}")
+            continue
+        try:
+            value = _coerce(hints[name], table[name])
+        except TypeError:
+            got = f"{table[name]!r}"
+            raise ConfigError(
+                source, key, f"expected {_expected_for(hints[name])}, got {got}"
+            ) from None
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            raise ConfigError(source, key, f"expected {f.metadata['expected']}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _integration_entries(raw: Any, source: str) -> list[IntegrationEntry]:
+    if not isinstance(raw, list):
+        raise ConfigError(source, "integrations", "expected an array of tables [[integrations]]")
+    entries = []
+    for i, table in enumerate(raw):
+        prefix = f"integrations[{i}]."
+        for key in ("name", "kind"):
+            if not isinstance(table.get(key), str) or not table[key]:
+                raise ConfigError(source, prefix + key, "missing; expected a non-empty string")
+        options = {k: v for k, v in table.items() if k not in ("name", "kind")}
+        entries.append(IntegrationEntry(table["name"], table["kind"], options))
+    return entries
+
+
+def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
+    if not isinstance(raw, list):
+        raise ConfigError(source, "dossiers", "expected an array of tables [[dossiers]]")
+    return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
+
+
+TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers"}
+
+
+def parse(data: Mapping[str, Any], source: str) -> Settings:
+    """Typed settings from already-parsed TOML; integration options are checked later by kind."""
+    for key in data:
+        if key not in TOP_LEVEL:
+            known = ", ".join(sorted(TOP_LEVEL))
+            raise ConfigError(source, key, f"unknown table (known: {known})")
+    tables = {k: data.get(k, {}) for k in ("gateway", "database", "smtp", "delivery")}
+    for key, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(source, key, f"expected a table [{key}]")
+    settings = Settings(
+        source=source,
+        gateway=read_table(GatewaySettings, tables["gateway"], source, "gateway."),
+        database=read_table(DatabaseSettings, tables["database"], source, "database."),
+        smtp=read_table(SmtpSettings, tables["smtp"], source, "smtp."),
+        delivery=read_table(DeliverySettings, tables["delivery"], source, "delivery."),
+        integrations=_integration_entries(data.get("integrations", []), source),
+        dossiers=_dossiers(data.get("dossiers", []), source),
+    )
+    _check_references(settings)
+    return settings
+
+
+def _check_references(settings: Settings) -> None:
+    from gateway.outbound.kinds import parse_options
+
+    names = set()
+    for i, entry in enumerate(settings.integrations):
+        parse_options(entry.kind, entry.options, settings.source, f"integrations[{i}].")
+        names.add(entry.name)
+    for i, dossier in enumerate(settings.dossiers):
+        if dossier.integration != "none" and dossier.integration not in names:
+            raise ConfigError(
+                settings.source,
+                f"dossiers[{i}].integration",
+                f'no integration named {dossier.integration!r} in this file (or use "none")',
+            )
+
+
+def load(path: str | Path) -> Settings:
+    """Read and check the config file at `path`."""
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except PermissionError:
+        raise ConfigError(source, "(file)", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", str(exc)) from None
+    return parse(data, source)

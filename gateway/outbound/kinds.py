@@ -1,0 +1,95 @@
+"""The integration kinds: their options (checked like the config) and their adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import ConfigError, read_table
+from gateway.outbound.base import Adapter
+from gateway.outbound.naming import (
+    DEFAULT_TEMPLATE,
+    DEFAULT_UPLOAD_PATH,
+    check_template,
+    check_upload_path,
+)
+
+
+def _template() -> Any:
+    return field(
+        default=DEFAULT_TEMPLATE,
+        metadata={"check": lambda v: check_template(v) is None, "expected": "a name template"},
+    )
+
+
+def _upload_path() -> Any:
+    return field(
+        default=DEFAULT_UPLOAD_PATH,
+        metadata={
+            "check": lambda v: check_upload_path(v) is None,
+            "expected": "a relative path without '..'",
+        },
+    )
+
+
+@dataclass(frozen=True)
+class DirectoryOptions:
+    path: Path
+    upload_path: str = _upload_path()
+    filename_template: str = _template()
+
+
+@dataclass(frozen=True)
+class SftpOptions:
+    host: str
+    username: str
+    host_key: str
+    port: int = field(
+        default=22, metadata={"check": lambda v: 0 < v < 65536, "expected": "a port number"}
+    )
+    password_file: Path | None = None
+    key_file: Path | None = None
+    upload_path: str = _upload_path()
+    filename_template: str = _template()
+    connect_timeout: float = 15.0
+
+
+OPTIONS: dict[str, type[DirectoryOptions] | type[SftpOptions]] = {
+    "directory": DirectoryOptions,
+    "sftp": SftpOptions,
+}
+
+
+def parse_options(
+    kind: str, options: dict[str, Any], source: str, prefix: str
+) -> DirectoryOptions | SftpOptions:
+    """Typed options for `kind`; errors name `source` and the key under `prefix`."""
+    if kind not in OPTIONS:
+        known = ", ".join(sorted(OPTIONS))
+        raise ConfigError(source, f"{prefix}kind", f"unknown kind {kind!r} (known: {known})")
+    parsed = read_table(OPTIONS[kind], options, source, prefix)
+    if isinstance(parsed, SftpOptions):
+        _check_sftp(parsed, source, prefix)
+    return parsed
+
+
+def _check_sftp(opts: SftpOptions, source: str, prefix: str) -> None:
+    from gateway.outbound.sftp import host_key_problem
+
+    if opts.password_file is None and opts.key_file is None:
+        raise ConfigError(source, f"{prefix}key_file", "set key_file or password_file")
+    problem = host_key_problem(opts.host_key)
+    if problem:
+        raise ConfigError(source, f"{prefix}host_key", problem)
+
+
+def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
+    opts = parse_options(kind, options, f"integration {name!r}", "")
+    if isinstance(opts, DirectoryOptions):
+        from gateway.outbound.directory import DirectoryAdapter
+
+        return DirectoryAdapter(opts)
+    from gateway.outbound.sftp import SftpAdapter
+
+    return SftpAdapter(name, opts)

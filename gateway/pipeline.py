@@ -1,0 +1,149 @@
+"""The rules stage runner: accepted messages become typed documents, one per file and dossier.
+
+Recognition itself (`gateway.rules`) is pure; this module does the I/O around it. Each message
+is processed in one transaction, so a crash leaves it unprocessed and it is done again whole.
+A message that makes processing fail for a reason other than the database is set aside with
+that reason (Mailman's "shunt"), so it can never block the ones behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from gateway.config import DeliverySettings
+from gateway.intake import mime
+from gateway.outbound import queue
+from gateway.rules.recognize import DossierFacts, recognize
+from gateway.store.db import Store
+from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
+
+log = structlog.get_logger(__name__)
+
+
+class PipelineRunner:
+    def __init__(self, store: Store, delivery: DeliverySettings, on_queued: asyncio.Event) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.on_queued = on_queued
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                while await asyncio.to_thread(self.process_batch):
+                    pass
+            except OperationalError:
+                log.exception("pipeline_database_error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.delivery.poll_interval)
+
+    def process_batch(self, limit: int = 20) -> int:
+        """Process up to `limit` pending messages; return how many were taken."""
+        with self.store.session() as session:
+            pending = session.scalars(
+                select(Message.id)
+                .where(Message.processed_at.is_(None))
+                .order_by(Message.id)
+                .limit(limit)
+            ).all()
+        for message_id in pending:
+            self._process_one(message_id)
+        return len(pending)
+
+    def _process_one(self, message_id: int) -> None:
+        try:
+            with self.store.session.begin() as session:
+                message = session.scalars(
+                    select(Message)
+                    .where(Message.id == message_id, Message.processed_at.is_(None))
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if message is None:
+                    return
+                queued = self._documents(session, message)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.exception("pipeline_shunted", message=message_id)
+            self._shunt(message_id, f"internal-error: {type(exc).__name__}: {exc}")
+            return
+        if queued:
+            self.on_queued.set()
+
+    def _documents(self, session: Session, message: Message) -> int:
+        parts = mime.attachments(mime.parse(self.store.blobs.get(message.raw_sha256)))
+        dossiers = _recipient_dossiers(session, message.recipients)
+        queued = 0
+        for dossier in dossiers:
+            for part in parts:
+                doc = self._document(session, message, dossier, part)
+                if dossier.auto_send and doc.doc_type is not None and dossier.integration_id:
+                    queue.enqueue(session, doc, self.delivery)
+                    queued += 1
+        message.processed_at = utcnow()
+        if not dossiers:
+            message.reason = "no dossier owns any of the recipients any more"
+        elif not parts:
+            message.reason = "no attachments"
+        return queued
+
+    def _document(
+        self, session: Session, message: Message, dossier: Dossier, part: mime.Part
+    ) -> Document:
+        facts = DossierFacts(dossier.vat_number, dossier.company_number)
+        found = recognize(part.filename, part.media_type, part.data, facts)
+        doc = Document(
+            dossier=dossier,
+            message_id=message.id,
+            filename=part.filename,
+            media_type=part.media_type,
+            blob_sha256=self.store.blobs.put(part.data),
+            size=len(part.data),
+            doc_type=found.doc_type,
+            reason=found.reason,
+            facts=found.facts,
+        )
+        session.add(doc)
+        session.flush()
+        session.add(
+            Event(
+                kind="document_created",
+                message_id=message.id,
+                document_id=doc.id,
+                detail={"type": doc.doc_type.value if doc.doc_type else None, "reason": doc.reason},
+            )
+        )
+        log.info(
+            "document_created",
+            doc=doc.id,
+            message=message.id,
+            dossier=dossier.slug,
+            type=doc.doc_type.value if doc.doc_type else "unrecognised",
+            reason=doc.reason,
+        )
+        return doc
+
+    def _shunt(self, message_id: int, reason: str) -> None:
+        with self.store.session.begin() as session:
+            message = session.get_one(Message, message_id)
+            message.processed_at = utcnow()
+            message.verdict = "failed"
+            message.reason = reason
+            session.add(
+                Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
+            )
+
+
+def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:
+    wanted = {r.strip().lower() for r in recipients}
+    rows = session.scalars(
+        select(Dossier).join(Address).where(Address.address.in_(wanted)).order_by(Dossier.id)
+    ).unique()
+    return list(rows)

@@ -1,0 +1,1 @@
+"""Durable state: the database (models, migrations) and the content-addressed blob store."""

@@ -1,0 +1,85 @@
+"""Engine, sessions and the schema version check.
+
+SQLite runs in WAL mode with `synchronous=FULL`: a commit that returned is on disk, which is
+what lets the SMTP door answer 250 right after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.store.blobs import BlobStore
+
+
+class SchemaOutdated(Exception):
+    """The database is behind the code's migrations."""
+
+
+def make_engine(url: str, busy_timeout: float = 5.0) -> Engine:
+    if url.startswith("sqlite"):
+        _make_sqlite_parent(url)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _make_sqlite_parent(url: str) -> None:
+    path = url.split(":///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+@dataclass(frozen=True)
+class Store:
+    """The database and the blob files, handed together to every runner."""
+
+    engine: Engine
+    session: sessionmaker[Session]
+    blobs: BlobStore
+
+
+def open_store(url: str, blob_dir: Path, busy_timeout: float = 5.0) -> Store:
+    engine = make_engine(url, busy_timeout)
+    return Store(engine, sessionmaker(engine, expire_on_commit=False), BlobStore(blob_dir))
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration."""
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse to run on a schema older (or newer) than this code's migrations."""
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        raise SchemaOutdated(
+            f"database schema is at {current or 'nothing'}, this gateway needs {head}: "
+            "run `gateway db upgrade` first"
+        )

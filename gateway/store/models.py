@@ -1,0 +1,222 @@
+"""The tables: every hand-off between doors, rules and workers is a row here.
+
+One schema serves SQLite and PostgreSQL; Alembic migrations in `migrations/` create it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: UTCDateTime(),
+    }
+
+
+class DocType(enum.StrEnum):
+    PURCHASE_INVOICE = "purchase_invoice"
+    PURCHASE_CREDIT_NOTE = "purchase_credit_note"
+    SALES_INVOICE = "sales_invoice"
+    SALES_CREDIT_NOTE = "sales_credit_note"
+    BANK_STATEMENT = "bank_statement"
+    OTHER = "other"
+
+
+class DocStatus(enum.StrEnum):
+    INBOX = "inbox"
+    SENT = "sent"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+def _enum(cls: type[enum.StrEnum]) -> Enum:
+    return Enum(cls, name=cls.__name__.lower(), values_callable=lambda c: [m.value for m in c])
+
+
+class Integration(Base):
+    __tablename__ = "integrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dossier(Base):
+    __tablename__ = "dossiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    vat_number: Mapped[str] = mapped_column(String(40), default="")
+    company_number: Mapped[str] = mapped_column(String(40), default="")
+    accounting_file_id: Mapped[str] = mapped_column(String(100), default="")
+    auto_send: Mapped[bool] = mapped_column(Boolean, default=False)
+    # NULL means the dossier was bound explicitly to "none": documents stay in the Inbox.
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id"))
+    overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    integration: Mapped[Integration | None] = relationship()
+    addresses: Mapped[list[Address]] = relationship(
+        back_populates="dossier", cascade="all, delete-orphan", order_by="Address.address"
+    )
+    allowed_senders: Mapped[list[AllowedSender]] = relationship(cascade="all, delete-orphan")
+
+
+class Address(Base):
+    __tablename__ = "addresses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossiers.id", ondelete="CASCADE"))
+
+    dossier: Mapped[Dossier] = relationship(back_populates="addresses")
+
+
+class AllowedSender(Base):
+    __tablename__ = "allowed_senders"
+    __table_args__ = (UniqueConstraint("dossier_id", "pattern"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossiers.id", ondelete="CASCADE"))
+    pattern: Mapped[str] = mapped_column(String(320))
+
+
+class Message(Base):
+    """One intake event; `processed_at` stays NULL until the rules stage has made documents."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_unprocessed", "processed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    # sha256 of source + Message-ID + raw hash: the same message taken twice is one row.
+    intake_key: Mapped[str] = mapped_column(String(64), unique=True)
+    mail_from: Mapped[str] = mapped_column(String(320), default="")
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    header_from: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(20), default="accepted")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_dossier_status", "dossier_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dossier_id: Mapped[int] = mapped_column(ForeignKey("dossiers.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    filename: Mapped[str] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(String(200))
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    # NULL means unrecognised; `reason` then says why.
+    doc_type: Mapped[DocType | None] = mapped_column(_enum(DocType))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    status: Mapped[DocStatus] = mapped_column(_enum(DocStatus), default=DocStatus.INBOX)
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+    dossier: Mapped[Dossier] = relationship()
+
+
+class Delivery(Base):
+    """One document to one integration; the unique pair is what makes 'twice' impossible."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("document_id", "integration_id"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"))
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState), default=DeliveryState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_id: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_error_code: Mapped[str] = mapped_column(String(60), default="")
+    last_error_text: Mapped[str] = mapped_column(Text, default="")
+    remote_ref: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    document: Mapped[Document] = relationship()
+    integration: Mapped[Integration] = relationship()
+
+
+class Event(Base):
+    """Append-only log of what happened to messages, documents and deliveries."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(60))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"), index=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,147 @@
+"""The gateway as its users run it: `gateway db upgrade`, then `gateway run` as a child process.
+
+Tests drive it only from outside (SMTP on a loopback port, the CLI, the files it writes), so
+what passes here is what works for a sysadmin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+from integration.servers import free_port, wait_for_port
+
+T = TypeVar("T")
+START_TIMEOUT = 20.0
+
+
+def base_config(port: int, extra: str = "", busy_timeout: float = 5.0) -> str:
+    """A config for a test: SQLite and blobs under the working directory, fast polling."""
+    return f"""
+[gateway]
+state_dir = "var"
+log_format = "json"
+log_level = "debug"
+
+[database]
+url = "sqlite:///var/gateway.db"
+busy_timeout = {busy_timeout}
+
+[smtp]
+host = "127.0.0.1"
+port = {port}
+
+[delivery]
+poll_interval = 0.2
+retry_initial = 1.0
+retry_max = 2.0
+{extra}
+"""
+
+
+class Gateway:
+    def __init__(self, workdir: Path, config_text: str, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.config = workdir / "gateway.toml"
+        self.config.write_text(config_text)
+        self.log = workdir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "-c", str(self.config), *args],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"gateway {' '.join(args)} exited {result.returncode}: {result.stderr}"
+            )
+        return result
+
+    def start(self) -> None:
+        self.cli("db", "upgrade")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "-c", str(self.config), "run"],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        try:
+            wait_for_port("127.0.0.1", self.port, START_TIMEOUT, self.proc)
+        except Exception as exc:
+            self.stop()
+            raise AssertionError(f"gateway did not start: {exc}\n{self.log_tail()}") from exc
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"gateway ignored SIGTERM\n{self.log_tail()}") from None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def docs(self) -> list[dict[str, Any]]:
+        out = self.cli("doc", "list", "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_for(self, what: Callable[[], T | None], timeout: float = 10.0) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = what()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def send(self, message: EmailMessage, rcpts: list[str] | None = None) -> None:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+            client.send_message(message, to_addrs=rcpts)
+
+
+def mail(
+    to: str, *attachments: tuple[str, bytes, str], sender: str = "s@example.com"
+) -> EmailMessage:
+    """A message with a text body and the given (filename, bytes, media type) attachments."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = "Documents"
+    msg.set_content("Please find the documents attached.")
+    for filename, data, media_type in attachments:
+        maintype, subtype = media_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg
+
+
+def start_gateway(workdir: Path, extra: str = "", **kwargs: Any) -> Gateway:
+    port = free_port()
+    gateway = Gateway(workdir, base_config(port, extra, **kwargs), port)
+    gateway.start()
+    return gateway
