@@ -138,9 +138,8 @@ def test_rejected_is_final(store: Store) -> None:
 
 def test_unrecognised_documents_cannot_be_sent(store: Store) -> None:
     doc_id = _document(store, doc_type=None)
-    with store.session.begin() as session:
-        with pytest.raises(queue.NotSendable, match="has no type"):
-            queue.enqueue(session, session.get_one(Document, doc_id), SETTINGS)
+    with store.session.begin() as session, pytest.raises(queue.NotSendable, match="has no type"):
+        queue.enqueue(session, session.get_one(Document, doc_id), SETTINGS)
 
 
 def test_release_returns_an_interrupted_attempt_at_once(store: Store) -> None:
