@@ -1,0 +1,1 @@
+"""Pure document recognition: bytes and dossier facts in, a document type or a reason out."""
