@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from corpus_dir import CORPUS
 
 from gateway.rules.recognize import DossierFacts, recognize
 from gateway.rules.ubl import embedded_pdf, read_ubl
 from gateway.rules.xmlsafe import parse_xml
 from gateway.store.models import DocType
 
-CORPUS = Path(
-    os.environ.get("GATEWAY_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "corpus"
-)
 EXPECTED = CORPUS / "expected.csv"
 REASON_CODES = {
     "not-xml",

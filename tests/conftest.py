@@ -1,0 +1,59 @@
+"""Session-wide fixtures: one real sshd and one real PostgreSQL per pytest run.
+
+They live here, at the top of tests/, so unit, integration and corpus tests can all ask for them.
+Starting a server costs a second or two; sharing one per session keeps the suite fast, and each
+test isolates itself (its own database via `postgres.create_database`, its own file names).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from corpus_dir import CORPUS
+from integration.servers import Postgres, ServerUnavailable, Sshd, start_postgres, start_sshd
+
+T = TypeVar("T")
+
+
+def _start_or_skip(start: Callable[[Path], T], tmpdir: Path) -> T:
+    """In CI a missing server is a broken machine, so fail; on a laptop, skip and say why."""
+    try:
+        return start(tmpdir)
+    except ServerUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH SFTP drop server; read `host_key_line` at use, a test may rotate it."""
+    server = _start_or_skip(start_sshd, tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A real PostgreSQL cluster; tests take a fresh database each with `create_database`."""
+    server = _start_or_skip(start_postgres, tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared corpus of real e-invoices and mails; missing it under CI=true is a failure."""
+    if not (CORPUS / "expected.csv").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and the corpus is missing at {CORPUS}", pytrace=False)
+        pytest.skip(f"corpus not found at {CORPUS} (set GATEWAY_CORPUS)")
+    return CORPUS
