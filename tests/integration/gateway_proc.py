@@ -24,7 +24,7 @@ T = TypeVar("T")
 START_TIMEOUT = 20.0
 
 
-def base_config(port: int, extra: str = "", busy_timeout: float = 5.0) -> str:
+def base_config(port: int, extra: str = "", busy_timeout: float = 5.0, lease: float = 300) -> str:
     """A config for a test: SQLite and blobs under the working directory, fast polling."""
     return f"""
 [gateway]
@@ -44,6 +44,7 @@ port = {port}
 poll_interval = 0.2
 retry_initial = 1.0
 retry_max = 2.0
+lease = {lease}
 {extra}
 """
 
@@ -97,6 +98,12 @@ class Gateway:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"gateway ignored SIGTERM\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as in a power cut or the OOM killer."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
