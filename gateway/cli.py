@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -21,18 +20,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import config, office
+from gateway.commands import queue as queue_commands
+from gateway.commands.common import (
+    Refused,
+    checked_store,
+    emit,
+    json_flag,
+    load_settings,
+    with_session,
+)
 from gateway.logging import configure as configure_logging
 from gateway.outbound import queue
-from gateway.store.db import SchemaOutdated, Store, check_current, open_store, upgrade
+from gateway.store.db import SchemaOutdated, check_current, open_store, upgrade
 from gateway.store.models import Delivery, DocStatus, Document, Dossier, Event, Integration
 
 EX_REFUSED = 1
 EX_UNAVAILABLE = 69
 DEFAULT_CONFIG = "/etc/gateway/gateway.toml"
-
-
-class Refused(Exception):
-    """A request the state does not allow; the message is shown as is."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     _dossier_commands(sub)
     _integration_commands(sub)
     _doc_commands(sub)
+    queue_commands.register(sub)
     return parser
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _dossier_commands(sub: Any) -> None:
@@ -91,11 +92,11 @@ def _dossier_commands(sub: Any) -> None:
     add.add_argument("--auto-send", action="store_true", help="send recognised documents")
     add.set_defaults(func=cmd_dossier_add)
     lst = group.add_parser("list", help="list dossiers")
-    _json_flag(lst)
+    json_flag(lst)
     lst.set_defaults(func=cmd_dossier_list)
     show = group.add_parser("show", help="show one dossier")
     show.add_argument("slug")
-    _json_flag(show)
+    json_flag(show)
     show.set_defaults(func=cmd_dossier_show)
 
 
@@ -109,7 +110,7 @@ def _integration_commands(sub: Any) -> None:
     )
     add.set_defaults(func=cmd_integration_add)
     lst = group.add_parser("list", help="list integrations")
-    _json_flag(lst)
+    json_flag(lst)
     lst.set_defaults(func=cmd_integration_list)
 
 
@@ -119,31 +120,21 @@ def _doc_commands(sub: Any) -> None:
     lst.add_argument("--dossier")
     lst.add_argument("--status", choices=[s.value for s in DocStatus])
     lst.add_argument("--limit", type=int, default=100)
-    _json_flag(lst)
+    json_flag(lst)
     lst.set_defaults(func=cmd_doc_list)
     show = group.add_parser("show", help="one document with its deliveries and events")
     show.add_argument("id", type=int)
-    _json_flag(show)
+    json_flag(show)
     show.set_defaults(func=cmd_doc_show)
     send = group.add_parser("send", help="queue documents for delivery")
     send.add_argument("ids", type=int, nargs="+", metavar="ID")
     send.set_defaults(func=cmd_doc_send)
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(args.config)
-
-
-def _store(settings: config.Settings) -> Store:
-    store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
-    check_current(store.engine)
-    return store
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.daemon import serve
 
-    settings = _settings(args)
+    settings = load_settings(args)
     configure_logging(settings.gateway.log_level, settings.gateway.log_format)
     asyncio.run(serve(settings))
     return 0
@@ -159,18 +150,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = load_settings(args)
     store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
     upgrade(store.engine)
     check_current(store.engine)
     print("database schema is up to date")
     return 0
-
-
-def _with_session(args: argparse.Namespace, work: Callable[[Session], int]) -> int:
-    store = _store(_settings(args))
-    with store.session.begin() as session:
-        return work(session)
 
 
 def cmd_dossier_add(args: argparse.Namespace) -> int:
@@ -190,16 +175,16 @@ def cmd_dossier_add(args: argparse.Namespace) -> int:
         print(f"dossier {row.slug} saved (id {row.id})")
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def cmd_dossier_list(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
         rows = session.scalars(select(Dossier).order_by(Dossier.slug))
-        _emit((office.dossier_view(r) for r in rows), args.json, _dossier_line)
+        emit((office.dossier_view(r) for r in rows), args.json, _dossier_line)
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def cmd_dossier_show(args: argparse.Namespace) -> int:
@@ -207,10 +192,10 @@ def cmd_dossier_show(args: argparse.Namespace) -> int:
         row = session.scalars(select(Dossier).where(Dossier.slug == args.slug)).first()
         if row is None:
             raise Refused(f"no dossier {args.slug!r}")
-        _emit([office.dossier_view(row)], args.json, _pretty)
+        emit([office.dossier_view(row)], args.json, _pretty)
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -232,16 +217,16 @@ def cmd_integration_add(args: argparse.Namespace) -> int:
         print(f"integration {row.name} saved (id {row.id})")
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def cmd_integration_list(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
         rows = session.scalars(select(Integration).order_by(Integration.name))
-        _emit((office.integration_view(r) for r in rows), args.json, _integration_line)
+        emit((office.integration_view(r) for r in rows), args.json, _integration_line)
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def doc_view(doc: Document) -> dict[str, Any]:
@@ -269,10 +254,10 @@ def cmd_doc_list(args: argparse.Namespace) -> int:
             query = query.where(Dossier.slug == args.dossier)
         if args.status:
             query = query.where(Document.status == DocStatus(args.status))
-        _emit((doc_view(d) for d in session.scalars(query)), args.json, _doc_line)
+        emit((doc_view(d) for d in session.scalars(query)), args.json, _doc_line)
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def cmd_doc_show(args: argparse.Namespace) -> int:
@@ -287,10 +272,10 @@ def cmd_doc_show(args: argparse.Namespace) -> int:
             select(Event).where(Event.document_id == doc.id).order_by(Event.id)
         )
         view["events"] = [{"at": e.at.isoformat(), "kind": e.kind, **e.detail} for e in events]
-        _emit([view], args.json, _pretty)
+        emit([view], args.json, _pretty)
         return 0
 
-    return _with_session(args, work)
+    return with_session(args, work)
 
 
 def _delivery_view(d: Delivery) -> dict[str, Any]:
@@ -306,8 +291,8 @@ def _delivery_view(d: Delivery) -> dict[str, Any]:
 
 
 def cmd_doc_send(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = _store(settings)
+    settings = load_settings(args)
+    store = checked_store(settings)
     refused = 0
     for doc_id in args.ids:
         with store.session.begin() as session:
@@ -322,13 +307,6 @@ def cmd_doc_send(args: argparse.Namespace) -> int:
                 continue
             print(f"document {doc_id}: queued (delivery {delivery.id})")
     return EX_REFUSED if refused else 0
-
-
-def _emit(
-    rows: Iterable[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
-) -> None:
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False) if as_json else line(row))
 
 
 def _pretty(row: dict[str, Any]) -> str:

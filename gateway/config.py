@@ -85,6 +85,21 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=9125, metadata=_port())
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    # Seconds SMTP sessions and deliveries get to finish after SIGTERM.
+    drain_timeout: float = field(default=30.0, metadata=_positive())
+    # Seconds between STATUS= updates to systemd.
+    status_interval: float = field(default=10.0, metadata=_positive())
+
+
+@dataclass(frozen=True)
 class DossierSettings:
     """A dossier the config provisions into the database at start-up."""
 
@@ -114,6 +129,8 @@ class Settings:
     database: DatabaseSettings
     smtp: SmtpSettings
     delivery: DeliverySettings
+    metrics: MetricsSettings
+    daemon: DaemonSettings
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
 
@@ -211,7 +228,17 @@ def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
     return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
 
 
-TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers"}
+TOP_LEVEL = {
+    "gateway",
+    "database",
+    "smtp",
+    "delivery",
+    "metrics",
+    "daemon",
+    "integrations",
+    "dossiers",
+}
+TABLES = ("gateway", "database", "smtp", "delivery", "metrics", "daemon")
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -220,7 +247,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         if key not in TOP_LEVEL:
             known = ", ".join(sorted(TOP_LEVEL))
             raise ConfigError(source, key, f"unknown table (known: {known})")
-    tables = {k: data.get(k, {}) for k in ("gateway", "database", "smtp", "delivery")}
+    tables = {k: data.get(k, {}) for k in TABLES}
     for key, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(source, key, f"expected a table [{key}]")
@@ -230,6 +257,8 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         database=read_table(DatabaseSettings, tables["database"], source, "database."),
         smtp=read_table(SmtpSettings, tables["smtp"], source, "smtp."),
         delivery=read_table(DeliverySettings, tables["delivery"], source, "delivery."),
+        metrics=read_table(MetricsSettings, tables["metrics"], source, "metrics."),
+        daemon=read_table(DaemonSettings, tables["daemon"], source, "daemon."),
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
     )

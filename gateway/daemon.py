@@ -1,7 +1,9 @@
 """`gateway run`: wire the doors, the rules stage and the workers into one event loop.
 
-Start-up refuses a database behind the migrations; READY=1 is sent to systemd only once the
-listener is bound; SIGTERM/SIGINT stop the SMTP door first, then the runners.
+Start-up refuses a database behind the migrations; READY=1 goes to systemd only once the
+listeners are bound and the database answered. SIGHUP reloads the config (a bad one is
+refused and the old one keeps running); SIGTERM closes the doors first, returns in-flight
+deliveries to the queue and exits 0.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
+from sqlalchemy import func, select
 
-from gateway import office
-from gateway.config import Settings
+from gateway import config, office
 from gateway.intake import smtp
+from gateway.logging import configure as configure_logging
+from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
 from gateway.pipeline import PipelineRunner
-from gateway.store.db import check_current, open_store
+from gateway.store.db import Store, check_current, open_store
+from gateway.store.models import Delivery
 
 log = structlog.get_logger(__name__)
 
@@ -35,37 +42,132 @@ def notify(state: str) -> None:
         sock.sendall(state.encode())
 
 
-async def serve(settings: Settings) -> None:
-    store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
-    check_current(store.engine)
-    with store.session.begin() as session:
-        office.provision(session, settings)
-    delivery = DeliveryRunner(store, settings.delivery)
-    pipeline = PipelineRunner(store, settings.delivery, delivery.wake)
-    server = await smtp.start(settings.smtp, store, pipeline.wake.set)
-    runners: list[asyncio.Task[None]] = [
-        asyncio.create_task(pipeline.run(), name="pipeline"),
-        asyncio.create_task(delivery.run(), name="delivery"),
-    ]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("gateway_ready", smtp=f"{settings.smtp.host}:{settings.smtp.port}")
-    notify("READY=1\nSTATUS=accepting mail")
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, *runners], return_when=asyncio.FIRST_COMPLETED)
-    crashed = [t.exception() for t in runners if t.done()]
-    notify("STOPPING=1")
-    log.info("gateway_stopping")
-    server.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), 10)
-    for task in [stopper, *runners]:
-        task.cancel()
-    await asyncio.gather(stopper, *runners, return_exceptions=True)
-    store.engine.dispose()
-    for error in crashed:
-        if error is not None:
-            raise error
-    log.info("gateway_stopped")
+class Daemon:
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.store: Store = open_store(
+            settings.database.url, settings.blob_dir, settings.database.busy_timeout
+        )
+        self.delivery = DeliveryRunner(self.store, settings.delivery)
+        self.pipeline = PipelineRunner(self.store, settings.delivery, self.delivery.wake)
+        self.health = HealthServer(self.store, [self._listening])
+        self.smtp_server: asyncio.Server | None = None
+        self.stopping = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        await self._start()
+        crashed = await self._wait_for_stop()
+        await self._stop()
+        if crashed is not None:
+            raise crashed
+
+    async def _start(self) -> None:
+        check_current(self.store.engine)
+        await asyncio.to_thread(self._provision, self.settings)
+        self.smtp_server = await smtp.start(self.settings.smtp, self.store, self.pipeline.wake.set)
+        if self.settings.metrics.enabled:
+            await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
+        self._spawn(self.pipeline.run(), "pipeline")
+        self._spawn(self.delivery.run(), "delivery")
+        self._spawn(self._report_status(), "status")
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec > 0:
+            self._spawn(self._watchdog(watchdog_usec / 1_000_000), "watchdog")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("gateway_ready", smtp=f"{self.settings.smtp.host}:{self.settings.smtp.port}")
+        notify("READY=1\nSTATUS=accepting mail")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self.tasks.append(asyncio.create_task(work, name=name))
+
+    def _provision(self, settings: config.Settings) -> None:
+        with self.store.session.begin() as session:
+            office.provision(session, settings)
+
+    async def _wait_for_stop(self) -> BaseException | None:
+        """Wait for SIGTERM, or for a runner to die, which must take the daemon down loudly."""
+        stopper = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait([stopper, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("runner_crashed", runner=task.get_name(), error=repr(task.exception()))
+                return task.exception()
+        return None
+
+    async def _stop(self) -> None:
+        notify("STOPPING=1")
+        log.info("gateway_stopping")
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.smtp_server.wait_closed(), self.settings.daemon.drain_timeout
+                )
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.health.close()
+        self.store.engine.dispose()
+        log.info("gateway_stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: take the new config if it is valid; otherwise say why and keep the old."""
+        try:
+            new = config.load(self.settings.source)
+        except config.ConfigError as exc:
+            log.error("reload_refused", error=str(exc))
+            return
+        asyncio.get_running_loop().create_task(self._apply(new))
+
+    async def _apply(self, new: config.Settings) -> None:
+        try:
+            await asyncio.to_thread(self._provision, new)
+        except (office.SetupError, config.ConfigError) as exc:
+            log.error("reload_refused", error=str(exc))
+            return
+        restart_needed = [
+            name
+            for name in ("smtp", "metrics", "database")
+            if getattr(new, name) != getattr(self.settings, name)
+        ]
+        if restart_needed:
+            log.warning("reload_needs_restart", changed=restart_needed)
+        self.settings = new
+        self.delivery.settings = new.delivery
+        self.pipeline.delivery = new.delivery
+        configure_logging(new.gateway.log_level, new.gateway.log_format)
+        log.info("reloaded", source=new.source)
+
+    def _listening(self) -> str | None:
+        if self.stopping.is_set():
+            return "stopping"
+        if self.smtp_server is None or not self.smtp_server.is_serving():
+            return "smtp: not listening"
+        return None
+
+    async def _report_status(self) -> None:
+        while True:
+            counts = await asyncio.to_thread(self._queue_counts)
+            text = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+            notify(f"STATUS=accepting mail; queue: {text or 'empty'}")
+            await asyncio.sleep(self.settings.daemon.status_interval)
+
+    def _queue_counts(self) -> dict[str, int]:
+        with self.store.session() as session:
+            rows = session.execute(select(Delivery.state, func.count()).group_by(Delivery.state))
+            return {state.value: count for state, count in rows}
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd from the loop itself, so a blocked loop is a missed ping."""
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval / 2)
+
+
+async def serve(settings: config.Settings) -> None:
+    await Daemon(settings).run()

@@ -211,3 +211,35 @@ def _event(session: Session, kind: str, delivery: Delivery, **detail: str) -> No
             detail={"integration_id": delivery.integration_id, **detail},
         )
     )
+
+
+class OperatorRefused(NotSendable):
+    """An operator command that does not apply to the delivery's current state."""
+
+
+OPERATOR_MOVES: dict[str, tuple[set[DeliveryState], DeliveryState]] = {
+    "hold": ({DeliveryState.QUEUED, DeliveryState.DEFERRED}, DeliveryState.HELD),
+    "release": ({DeliveryState.HELD}, DeliveryState.QUEUED),
+    "requeue": (
+        {DeliveryState.DEFERRED, DeliveryState.HELD, DeliveryState.FAILED, DeliveryState.QUEUED},
+        DeliveryState.QUEUED,
+    ),
+    "flush": ({DeliveryState.DEFERRED, DeliveryState.QUEUED}, DeliveryState.QUEUED),
+}
+
+
+def operate(session: Session, action: str, delivery: Delivery, settings: DeliverySettings) -> None:
+    """postsuper-style moves: hold, release, requeue (also failed ones), flush (retry now).
+
+    A delivery in `sending` is never touched: its worker owns it until the lease ends.
+    """
+    allowed, target = OPERATOR_MOVES[action]
+    if delivery.state not in allowed:
+        raise OperatorRefused(f"delivery {delivery.id} is {delivery.state}; cannot {action} it")
+    now = utcnow()
+    if delivery.state is DeliveryState.FAILED:
+        delivery.expires_at = now + timedelta(seconds=settings.lifetime)
+    delivery.state = target
+    delivery.next_attempt_at = now
+    delivery.updated_at = now
+    _event(session, f"delivery_{action}", delivery)

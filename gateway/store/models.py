@@ -72,6 +72,7 @@ class DeliveryState(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
     DEFERRED = "deferred"
+    HELD = "held"
     SENT = "sent"
     FAILED = "failed"
     REJECTED = "rejected"

@@ -45,6 +45,9 @@ poll_interval = 0.2
 retry_initial = 1.0
 retry_max = 2.0
 lease = {lease}
+
+[metrics]
+enabled = false
 {extra}
 """
 
@@ -72,7 +75,7 @@ class Gateway:
             )
         return result
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         self.cli("db", "upgrade")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -80,7 +83,7 @@ class Gateway:
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         try:
             wait_for_port("127.0.0.1", self.port, START_TIMEOUT, self.proc)

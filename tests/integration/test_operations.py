@@ -1,0 +1,189 @@
+"""Running it like a mail server: systemd notify, signals, metrics and health, queue tools."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from integration.gateway_proc import Gateway, base_config, mail
+from integration.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
+DROP = """
+[[integrations]]
+name = "drop"
+kind = "directory"
+path = "var/outbox"
+
+[[dossiers]]
+slug = "demo"
+vat = "BE0123456749"
+addresses = ["demo@gateway.localhost"]
+integration = "drop"
+auto_send = true
+"""
+
+
+def _receive(sock: socket.socket, wanted: str, timeout: float = 15.0) -> list[str]:
+    """Datagrams until one contains `wanted`; all of them, for order checks."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            seen.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+        if wanted in seen[-1]:
+            return seen
+    raise AssertionError(f"no {wanted!r} from the daemon; got {seen}")
+
+
+def test_notify_protocol_ready_status_watchdog_stopping(tmp_path: Path) -> None:
+    port = free_port()
+    gateway = Gateway(tmp_path, base_config(port, DROP), port)
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        gateway.start(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        try:
+            first = _receive(sock, "READY=1")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as smtp:
+                assert smtp.recv(100).startswith(b"220 ")
+            assert any("STATUS=" in m and "queue:" in m for m in _receive(sock, "queue:") + first)
+            _receive(sock, "WATCHDOG=1")
+            _receive(sock, "WATCHDOG=1")
+            assert gateway.proc is not None
+            gateway.proc.send_signal(signal.SIGTERM)
+            _receive(sock, "STOPPING=1")
+            assert gateway.proc.wait(timeout=15) == 0
+        finally:
+            gateway.stop()
+
+
+def _reload(gateway: Gateway, text: str) -> None:
+    gateway.config.write_text(text)
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGHUP)
+
+
+def test_sighup_refuses_a_bad_config_and_takes_a_good_one(tmp_path: Path) -> None:
+    port = free_port()
+    good = base_config(port, DROP)
+    gateway = Gateway(tmp_path, good, port)
+    gateway.start()
+    try:
+        _reload(gateway, good.replace("[smtp]", "[smtp]\nmax_size = 1"))
+        gateway.wait_for(lambda: "reload_refused" in gateway.log.read_text())
+        assert "smtp.max_size" in gateway.log.read_text()
+        assert gateway.alive()
+        gateway.send(mail("demo@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
+        more = good + '\n[[dossiers]]\nslug = "acme"\naddresses = ["acme@gateway.localhost"]\n'
+        _reload(gateway, more + 'integration = "none"\n')
+        gateway.wait_for(lambda: '"reloaded"' in gateway.log.read_text())
+        gateway.send(mail("acme@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
+        docs = gateway.wait_for(lambda: len(d := gateway.docs()) == 2 and d)
+        assert {d["dossier"] for d in docs} == {"demo", "acme"}
+    finally:
+        assert gateway.stop() == 0
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    text = base_config(port, DROP).replace(
+        "[metrics]\nenabled = false", f"[metrics]\nenabled = true\nport = {metrics_port}"
+    )
+    gateway = Gateway(tmp_path, text, port)
+    gateway.start()
+    base = f"http://127.0.0.1:{metrics_port}"
+    try:
+        assert _get(f"{base}/livez") == (200, "ok\n")
+        assert _get(f"{base}/readyz") == (200, "ok\n")
+        assert _get(f"{base}/nope")[0] == 404
+        gateway.send(mail("demo@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
+        gateway.wait_for(lambda: [d for d in gateway.docs() if d["status"] == "sent"])
+        status, body = _get(f"{base}/metrics")
+        assert status == 200
+        assert 'gateway_build_info{version="' in body
+        assert 'gateway_documents{status="sent",type="purchase_invoice"} 1.0' in body
+        assert 'gateway_queue_deliveries{state="sent"} 1.0' in body
+        assert "demo@gateway.localhost" not in body
+    finally:
+        gateway.stop()
+
+
+def test_run_refuses_a_database_behind_the_migrations(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, base_config(free_port(), DROP), 0)
+    result = gateway.cli("run", check=False)
+    assert result.returncode == 69
+    assert "gateway db upgrade" in result.stderr
+
+
+def _queue(gateway: Gateway) -> list[dict[str, object]]:
+    out = gateway.cli("queue", "--json").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def deferred(tmp_path: Path) -> Gateway:
+    """One document deferred because its SFTP server is down; the daemon then stopped."""
+    unreachable = f"""
+[[integrations]]
+name = "down"
+kind = "sftp"
+host = "127.0.0.1"
+port = {free_port()}
+username = "nobody"
+password_file = "pw"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+[[dossiers]]
+slug = "demo"
+vat = "BE0123456749"
+addresses = ["demo@gateway.localhost"]
+integration = "down"
+auto_send = true
+"""
+    (tmp_path / "pw").write_text("secret\n")
+    port = free_port()
+    gateway = Gateway(tmp_path, base_config(port, unreachable), port)
+    gateway.start()
+    gateway.send(mail("demo@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
+    gateway.wait_for(lambda: [d for d in _queue(gateway) if d["state"] == "deferred"])
+    gateway.stop()
+    return gateway
+
+
+def test_queue_lists_and_moves_deliveries_while_the_daemon_is_down(deferred: Gateway) -> None:
+    (entry,) = _queue(deferred)
+    assert entry["dossier"] == "demo"
+    assert entry["integration"] == "down"
+    assert str(entry["reason"]).startswith("connect-failed:")
+    assert "secret" not in deferred.cli("queue").stdout
+    assert deferred.cli("queue", "hold", str(entry["id"])).returncode == 0
+    assert "!" in deferred.cli("queue").stdout.splitlines()[0]
+    again = deferred.cli("queue", "hold", "ALL")
+    assert again.stdout.strip() == "hold: 0 deliveries"
+    assert deferred.cli("queue", "flush").stdout.strip() == "flush: 0 deliveries"
+    assert deferred.cli("queue", "release", "ALL").stdout.strip() == "release: 1 delivery"
+    assert _queue(deferred)[0]["state"] == "queued"
+    wrong = deferred.cli("queue", "hold", "all", check=False)
+    assert wrong.returncode == 1
+    assert "ALL (upper case)" in wrong.stderr
+    status = json.loads(deferred.cli("status", "--json").stdout)
+    assert status == {"dossier": "demo", "inbox": 0, "sent": 0, "failed": 1, "rejected": 0}
