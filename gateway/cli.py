@@ -89,6 +89,7 @@ def _dossier_commands(sub: Any) -> None:
     add.add_argument("--accounting-file-id", default="")
     add.add_argument("--address", action="append", default=[], help="intake address (repeat)")
     add.add_argument("--auto-send", action="store_true", help="send recognised documents")
+    add.add_argument("--iban", action="append", default=[], help="dossier bank account (repeat)")
     add.set_defaults(func=cmd_dossier_add)
     lst = group.add_parser("list", help="list dossiers")
     _json_flag(lst)
@@ -183,6 +184,7 @@ def cmd_dossier_add(args: argparse.Namespace) -> int:
         accounting_file_id=args.accounting_file_id,
         addresses=args.address,
         auto_send=args.auto_send,
+        ibans=args.iban,
     )
 
     def work(session: Session) -> int:

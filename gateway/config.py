@@ -96,6 +96,7 @@ class DossierSettings:
     accounting_file_id: str = ""
     addresses: list[str] = field(default_factory=list)
     auto_send: bool = False
+    ibans: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

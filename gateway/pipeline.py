@@ -97,7 +97,7 @@ class PipelineRunner:
     def _document(
         self, session: Session, message: Message, dossier: Dossier, part: mime.Part
     ) -> Document:
-        facts = DossierFacts(dossier.vat_number, dossier.company_number)
+        facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         found = recognize(part.filename, part.media_type, part.data, facts)
         doc = Document(
             dossier=dossier,

@@ -51,6 +51,14 @@ def normalize_account(value: str) -> str:
     return _NOT_ALNUM.sub("", value.upper())
 
 
+def is_valid_iban(iban: str) -> bool:
+    """ISO 13616: two letters, two check digits, and the whole number mod 97 equal to 1."""
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[0-9A-Z]{8,30}", iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
 def belgian_iban(bban: str) -> str:
     """The IBAN of an old-style 12-digit Belgian account number (CODA structure 0)."""
     check = 98 - int(f"{bban}111400") % 97
