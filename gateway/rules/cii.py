@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from gateway.rules.attachments import pdf_from_base64
+from gateway.rules.attachments import pdf_from_base64, pdf_name
 from gateway.rules.facts import (
     CREDIT_TYPE_CODES,
     NO_PARTY,
@@ -72,13 +72,14 @@ def read_cii(root: etree._Element) -> InvoiceFacts:
     )
 
 
-def embedded_pdf(root: etree._Element) -> bytes | None:
-    """The first `AdditionalReferencedDocument` attachment that really is a PDF."""
+def embedded_pdf(root: etree._Element) -> tuple[str, bytes] | None:
+    """The first `AdditionalReferencedDocument` attachment that really is a PDF, named."""
     for document in find_all(root, f"{_AGREEMENT}/AdditionalReferencedDocument"):
         for binary in find_all(document, "AttachmentBinaryObject"):
             content = pdf_from_base64(binary.text or "")
             if content is not None:
-                return content
+                name = pdf_name(binary.get("filename", ""), text(document, "IssuerAssignedID"))
+                return name, content
     return None
 
 
