@@ -85,6 +85,17 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class RecognitionSettings:
+    """How far recognition goes: PDF text proposals and the optional UBL schema check."""
+
+    pdf_min_confidence: float = field(
+        default=0.85, metadata=_check(lambda v: 0 <= v <= 1, "a number from 0 to 1")
+    )
+    # Folder holding maindoc/UBL-Invoice-2.1.xsd, maindoc/UBL-CreditNote-2.1.xsd and common/.
+    ubl_xsd_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class DossierSettings:
     """A dossier the config provisions into the database at start-up."""
 
@@ -117,6 +128,7 @@ class Settings:
     delivery: DeliverySettings
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
+    recognition: RecognitionSettings = field(default_factory=RecognitionSettings)
 
     @property
     def blob_dir(self) -> Path:
@@ -212,7 +224,7 @@ def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
     return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
 
 
-TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers"}
+TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers", "recognition"}
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -233,9 +245,16 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         delivery=read_table(DeliverySettings, tables["delivery"], source, "delivery."),
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
+        recognition=_recognition(data.get("recognition", {}), source),
     )
     _check_references(settings)
     return settings
+
+
+def _recognition(raw: Any, source: str) -> RecognitionSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "recognition", "expected a table [recognition]")
+    return read_table(RecognitionSettings, raw, source, "recognition.")
 
 
 def _check_references(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from gateway import office
 from gateway.config import Settings
 from gateway.intake import smtp
 from gateway.outbound.worker import DeliveryRunner
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline import PipelineRunner, recognition_options
 from gateway.store.db import check_current, open_store
 
 log = structlog.get_logger(__name__)
@@ -41,7 +41,9 @@ async def serve(settings: Settings) -> None:
     with store.session.begin() as session:
         office.provision(session, settings)
     delivery = DeliveryRunner(store, settings.delivery)
-    pipeline = PipelineRunner(store, settings.delivery, delivery.wake)
+    pipeline = PipelineRunner(
+        store, settings.delivery, delivery.wake, recognition_options(settings.recognition)
+    )
     server = await smtp.start(settings.smtp, store, pipeline.wake.set)
     runners: list[asyncio.Task[None]] = [
         asyncio.create_task(pipeline.run(), name="pipeline"),

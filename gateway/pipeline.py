@@ -16,10 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings
+from gateway.config import DeliverySettings, RecognitionSettings
+from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
-from gateway.rules.recognize import DossierFacts, recognize
+from gateway.rules.bundle import Item, pair_visuals
+from gateway.rules.dedupe import dedupe_key
+from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
 from gateway.store.db import Store
 from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
 
@@ -27,10 +30,17 @@ log = structlog.get_logger(__name__)
 
 
 class PipelineRunner:
-    def __init__(self, store: Store, delivery: DeliverySettings, on_queued: asyncio.Event) -> None:
+    def __init__(
+        self,
+        store: Store,
+        delivery: DeliverySettings,
+        on_queued: asyncio.Event,
+        recognition: Options | None = None,
+    ) -> None:
         self.store = store
         self.delivery = delivery
         self.on_queued = on_queued
+        self.recognition = recognition or Options()
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -82,9 +92,8 @@ class PipelineRunner:
         dossiers = _recipient_dossiers(session, message.recipients)
         queued = 0
         for dossier in dossiers:
-            for part in parts:
-                doc = self._document(session, message, dossier, part)
-                if dossier.auto_send and doc.doc_type is not None and dossier.integration_id:
+            for doc in self._dossier_documents(session, message, dossier, parts):
+                if _auto_sendable(dossier, doc):
                     queue.enqueue(session, doc, self.delivery)
                     queued += 1
         message.processed_at = utcnow()
@@ -94,11 +103,34 @@ class PipelineRunner:
             message.reason = "no attachments"
         return queued
 
-    def _document(
-        self, session: Session, message: Message, dossier: Dossier, part: mime.Part
-    ) -> Document:
+    def _dossier_documents(
+        self, session: Session, message: Message, dossier: Dossier, parts: list[mime.Part]
+    ) -> list[Document]:
+        """One document per part, except a PDF that shows another part: it becomes the visual."""
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
-        found = recognize(part.filename, part.media_type, part.data, facts)
+        found = [
+            recognize(p.filename, p.media_type, p.data, facts, self.recognition) for p in parts
+        ]
+        shows = pair_visuals([Item(p.filename, f) for p, f in zip(parts, found, strict=True)])
+        shown_by = {doc: pdf for pdf, doc in shows.items()}
+        docs = []
+        for index, (part, recognition) in enumerate(zip(parts, found, strict=True)):
+            if index in shows:
+                continue
+            pdf = parts[shown_by[index]] if index in shown_by else None
+            visual = Visual(pdf.filename, pdf.data) if pdf else recognition.visual
+            docs.append(self._document(session, message, dossier, part, recognition, visual))
+        return docs
+
+    def _document(
+        self,
+        session: Session,
+        message: Message,
+        dossier: Dossier,
+        part: mime.Part,
+        found: Recognition,
+        visual: Visual | None,
+    ) -> Document:
         doc = Document(
             dossier=dossier,
             message_id=message.id,
@@ -109,7 +141,12 @@ class PipelineRunner:
             doc_type=found.doc_type,
             reason=found.reason,
             facts=found.facts,
+            dedupe_key=dedupe_key(found.doc_type, found.facts),
         )
+        if visual is not None:
+            doc.visual_sha256 = self.store.blobs.put(visual.data)
+            doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
+        _mark_duplicate(session, doc)
         session.add(doc)
         session.flush()
         session.add(
@@ -117,7 +154,12 @@ class PipelineRunner:
                 kind="document_created",
                 message_id=message.id,
                 document_id=doc.id,
-                detail={"type": doc.doc_type.value if doc.doc_type else None, "reason": doc.reason},
+                detail={
+                    "type": doc.doc_type.value if doc.doc_type else None,
+                    "reason": doc.reason,
+                    "visual": doc.visual_filename,
+                    "duplicate_of": doc.duplicate_of_id,
+                },
             )
         )
         log.info(
@@ -127,6 +169,7 @@ class PipelineRunner:
             dossier=dossier.slug,
             type=doc.doc_type.value if doc.doc_type else "unrecognised",
             reason=doc.reason,
+            duplicate_of=doc.duplicate_of_id,
         )
         return doc
 
@@ -139,6 +182,47 @@ class PipelineRunner:
             session.add(
                 Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
             )
+
+
+def recognition_options(settings: RecognitionSettings) -> Options:
+    return Options(pdf_min_confidence=settings.pdf_min_confidence)
+
+
+def _auto_sendable(dossier: Dossier, doc: Document) -> bool:
+    """Auto-send takes only what a person would send without a second look."""
+    return (
+        dossier.auto_send
+        and dossier.integration_id is not None
+        and doc.doc_type is not None
+        and doc.duplicate_of_id is None
+    )
+
+
+def _mark_duplicate(session: Session, doc: Document) -> None:
+    """Link `doc` to the first document of its dossier with the same bytes or the same identity
+    (supplier, number, type); it is kept and shown, and never delivered."""
+    same_file = Document.blob_sha256 == doc.blob_sha256
+    same_identity = Document.dedupe_key == doc.dedupe_key if doc.dedupe_key else None
+    for condition, why in (
+        (same_file, "same file"),
+        (same_identity, "same supplier, number and type"),
+    ):
+        if condition is None:
+            continue
+        first = session.scalars(
+            select(Document)
+            .where(
+                Document.dossier_id == doc.dossier.id,
+                Document.duplicate_of_id.is_(None),
+                condition,
+            )
+            .order_by(Document.id)
+            .limit(1)
+        ).first()
+        if first is not None:
+            doc.duplicate_of_id = first.id
+            doc.status_reason = f"duplicate of document {first.id} ({why})"
+            return
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:

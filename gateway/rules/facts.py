@@ -66,6 +66,8 @@ class InvoiceFacts:
     customer: Party
     has_embedded_pdf: bool
     syntax: Syntax = "ubl"
+    # A declared PDF attachment whose content is not a PDF (a test string, an empty element).
+    pdf_placeholder: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The facts as stored on the document row (JSON column), parties nested."""
@@ -82,6 +84,7 @@ class InvoiceFacts:
             "supplier": self.supplier.as_json(),
             "customer": self.customer.as_json(),
             "has_embedded_pdf": self.has_embedded_pdf,
+            "pdf_placeholder": self.pdf_placeholder,
         }
 
 

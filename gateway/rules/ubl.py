@@ -54,7 +54,8 @@ def read_ubl(root: etree._Element) -> InvoiceFacts:
         payable_amount=_text(root, "cac:LegalMonetaryTotal/cbc:PayableAmount"),
         supplier=_party(root.find("cac:AccountingSupplierParty/cac:Party", NS)),
         customer=_party(root.find("cac:AccountingCustomerParty/cac:Party", NS)),
-        has_embedded_pdf=embedded_pdf(root) is not None,
+        has_embedded_pdf=(has_pdf := embedded_pdf(root) is not None),
+        pdf_placeholder=not has_pdf and declares_pdf(root),
     )
 
 
@@ -72,6 +73,16 @@ def embedded_pdf(root: etree._Element) -> tuple[str, bytes] | None:
         if content is not None:
             return pdf_name(binary.get("filename", ""), _text(reference, "cbc:ID")), content
     return None
+
+
+def declares_pdf(root: etree._Element) -> bool:
+    """Some attachment says `application/pdf`, whatever its content turns out to be."""
+    return any(
+        binary.get("mimeCode", "").strip().lower() == "application/pdf"
+        for binary in root.iterfind(
+            "cac:AdditionalDocumentReference/cac:Attachment/cbc:EmbeddedDocumentBinaryObject", NS
+        )
+    )
 
 
 def _party(party: etree._Element | None) -> Party:

@@ -191,3 +191,26 @@ def test_every_corpus_file_gets_an_answer(path: Path) -> None:
     assert found.doc_type is None
     assert found.reason.split(":", 1)[0] in REASON_CODES
     assert found.facts.get("syntax", "") in ("", "ubl", "cii", "coda", "camt", "pdf")
+
+
+# SOURCES.md names these as declaring an application/pdf attachment that is no PDF
+# (a "PDF Test" string, a short placeholder, or an empty element).
+PLACEHOLDERS = {
+    "efff/efff3.0.0_UBLBE_BE0000000196_V01-15000001.xml",
+    "efff/efff3.0.0_UBLBE_BE0000000196_V01-15000002.xml",
+    "efff/v1_UBLBE_BE0000000196_V01-15000002.xml",
+    "en16931-ubl/ubl-tc434-example2.xml",
+    "en16931-ubl/ubl-tc434-example5.xml",
+    "en16931-ubl/ubl-tc434-test-1.xml",
+}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["path"] for row in ROWS])
+def test_embedded_pdf_is_the_visual_and_placeholders_are_flagged(row: dict[str, str]) -> None:
+    found = run(row["path"])
+    assert (found.visual is not None) == (row["has_embedded_pdf"] == "true")
+    if found.visual is not None:
+        assert found.visual.data.startswith(b"%PDF-")
+        assert found.visual.filename.endswith(".pdf")
+    if row["syntax"] == "ubl":
+        assert found.facts["pdf_placeholder"] == (row["path"] in PLACEHOLDERS)
