@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import config, office
+from gateway import cli_rules, config, office
 from gateway.logging import configure as configure_logging
 from gateway.outbound import queue
 from gateway.store.db import SchemaOutdated, Store, check_current, open_store, upgrade
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"gateway: config error: {exc}", file=sys.stderr)
         return config.EX_CONFIG
-    except (Refused, office.SetupError, queue.NotSendable) as exc:
+    except (Refused, office.SetupError, queue.NotSendable, cli_rules.CommandRefused) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EX_REFUSED
     except SchemaOutdated as exc:
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     _dossier_commands(sub)
     _integration_commands(sub)
     _doc_commands(sub)
+    cli_rules.register(sub)
     return parser
 
 
@@ -129,6 +130,7 @@ def _doc_commands(sub: Any) -> None:
     send = group.add_parser("send", help="queue documents for delivery")
     send.add_argument("ids", type=int, nargs="+", metavar="ID")
     send.set_defaults(func=cmd_doc_send)
+    cli_rules.register_doc(group)
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.rules.policy import Rule, RuleError, make_rule
+
 EX_CONFIG = 78
 
 T = TypeVar("T")
@@ -129,6 +131,7 @@ class Settings:
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
     recognition: RecognitionSettings = field(default_factory=RecognitionSettings)
+    rules: list[Rule] = field(default_factory=list)
 
     @property
     def blob_dir(self) -> Path:
@@ -224,7 +227,16 @@ def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
     return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
 
 
-TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers", "recognition"}
+TOP_LEVEL = {
+    "gateway",
+    "database",
+    "smtp",
+    "delivery",
+    "integrations",
+    "dossiers",
+    "recognition",
+    "rules",
+}
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -246,6 +258,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
         recognition=_recognition(data.get("recognition", {}), source),
+        rules=_rules(data.get("rules", []), source),
     )
     _check_references(settings)
     return settings
@@ -255,6 +268,42 @@ def _recognition(raw: Any, source: str) -> RecognitionSettings:
     if not isinstance(raw, dict):
         raise ConfigError(source, "recognition", "expected a table [recognition]")
     return read_table(RecognitionSettings, raw, source, "recognition.")
+
+
+def _rules(raw: Any, source: str) -> list[Rule]:
+    """`[[rules]]`: name, optional dossier (slug), continue, and the [rules.match] and
+    [rules.actions] tables; checked by the policy module, reported with the rule's index."""
+    if not isinstance(raw, list):
+        raise ConfigError(source, "rules", "expected an array of tables [[rules]]")
+    rules = []
+    for i, table in enumerate(raw):
+        prefix = f"rules[{i}]."
+        unknown = set(table) - {"name", "dossier", "continue", "match", "actions"}
+        if unknown:
+            known = "actions, continue, dossier, match, name"
+            raise ConfigError(source, prefix + sorted(unknown)[0], f"unknown key (known: {known})")
+        for key, kind, default, expected in (
+            ("name", str, "", "a string"),
+            ("dossier", str, "", "a dossier slug"),
+            ("continue", bool, False, "true or false"),
+            ("match", dict, {}, "a table [rules.match]"),
+            ("actions", dict, {}, "a table [rules.actions]"),
+        ):
+            if not isinstance(table.get(key, default), kind):
+                raise ConfigError(source, prefix + key, f"expected {expected}")
+        try:
+            rules.append(
+                make_rule(
+                    table.get("name", ""),
+                    table.get("match", {}),
+                    table.get("actions", {}),
+                    table.get("continue", False),
+                    table.get("dossier", ""),
+                )
+            )
+        except RuleError as exc:
+            raise ConfigError(source, prefix + exc.key, exc.problem) from None
+    return rules
 
 
 def _check_references(settings: Settings) -> None:

@@ -42,7 +42,11 @@ async def serve(settings: Settings) -> None:
         office.provision(session, settings)
     delivery = DeliveryRunner(store, settings.delivery)
     pipeline = PipelineRunner(
-        store, settings.delivery, delivery.wake, recognition_options(settings.recognition)
+        store,
+        settings.delivery,
+        delivery.wake,
+        recognition_options(settings.recognition),
+        settings.rules,
     )
     server = await smtp.start(settings.smtp, store, pipeline.wake.set)
     runners: list[asyncio.Task[None]] = [

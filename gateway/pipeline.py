@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy import select
@@ -20,9 +21,11 @@ from gateway.config import DeliverySettings, RecognitionSettings
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
-from gateway.rules.bundle import Item, pair_visuals
+from gateway.policy_store import rules_for
 from gateway.rules.dedupe import dedupe_key
-from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
+from gateway.rules.policy import Outcome, Rule
+from gateway.rules.recognize import DossierFacts, Options
+from gateway.rules.stage import Envelope, Planned, plan
 from gateway.store.db import Store
 from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
 
@@ -36,11 +39,13 @@ class PipelineRunner:
         delivery: DeliverySettings,
         on_queued: asyncio.Event,
         recognition: Options | None = None,
+        rules: Sequence[Rule] = (),
     ) -> None:
         self.store = store
         self.delivery = delivery
         self.on_queued = on_queued
         self.recognition = recognition or Options()
+        self.rules = tuple(rules)
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -92,8 +97,8 @@ class PipelineRunner:
         dossiers = _recipient_dossiers(session, message.recipients)
         queued = 0
         for dossier in dossiers:
-            for doc in self._dossier_documents(session, message, dossier, parts):
-                if _auto_sendable(dossier, doc):
+            for doc, allowed in self._dossier_documents(session, message, dossier, parts):
+                if allowed and _auto_sendable(dossier, doc):
                     queue.enqueue(session, doc, self.delivery)
                     queued += 1
         message.processed_at = utcnow()
@@ -105,21 +110,19 @@ class PipelineRunner:
 
     def _dossier_documents(
         self, session: Session, message: Message, dossier: Dossier, parts: list[mime.Part]
-    ) -> list[Document]:
-        """One document per part, except a PDF that shows another part: it becomes the visual."""
+    ) -> list[tuple[Document, bool]]:
+        """One document per part, except a PDF that shows another part: it becomes the visual.
+        Each comes with whether the policy allows auto-sending it."""
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
-        found = [
-            recognize(p.filename, p.media_type, p.data, facts, self.recognition) for p in parts
-        ]
-        shows = pair_visuals([Item(p.filename, f) for p, f in zip(parts, found, strict=True)])
-        shown_by = {doc: pdf for pdf, doc in shows.items()}
+        policy = rules_for(session, dossier, self.rules)
+        envelope = Envelope(
+            message.mail_from or message.header_from, tuple(message.recipients), message.subject
+        )
         docs = []
-        for index, (part, recognition) in enumerate(zip(parts, found, strict=True)):
-            if index in shows:
-                continue
-            pdf = parts[shown_by[index]] if index in shown_by else None
-            visual = Visual(pdf.filename, pdf.data) if pdf else recognition.visual
-            docs.append(self._document(session, message, dossier, part, recognition, visual))
+        for item in plan(parts, facts, policy, envelope, self.recognition):
+            part = parts[item.index]
+            doc = self._document(session, message, dossier, part, item)
+            docs.append((doc, item.outcome.auto_send))
         return docs
 
     def _document(
@@ -128,9 +131,9 @@ class PipelineRunner:
         message: Message,
         dossier: Dossier,
         part: mime.Part,
-        found: Recognition,
-        visual: Visual | None,
+        item: Planned,
     ) -> Document:
+        found, visual, outcome = item.found, item.visual, item.outcome
         doc = Document(
             dossier=dossier,
             message_id=message.id,
@@ -138,11 +141,13 @@ class PipelineRunner:
             media_type=part.media_type,
             blob_sha256=self.store.blobs.put(part.data),
             size=len(part.data),
-            doc_type=found.doc_type,
-            reason=found.reason,
+            doc_type=outcome.doc_type,
+            reason=outcome.reason,
             facts=found.facts,
-            dedupe_key=dedupe_key(found.doc_type, found.facts),
+            dedupe_key=dedupe_key(outcome.doc_type, found.facts),
+            matched_rules=outcome.matched,
         )
+        _hold(doc, outcome)
         if visual is not None:
             doc.visual_sha256 = self.store.blobs.put(visual.data)
             doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
@@ -159,6 +164,7 @@ class PipelineRunner:
                     "reason": doc.reason,
                     "visual": doc.visual_filename,
                     "duplicate_of": doc.duplicate_of_id,
+                    "rules": [entry["rule"] for entry in outcome.matched],
                 },
             )
         )
@@ -182,6 +188,15 @@ class PipelineRunner:
             session.add(
                 Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
             )
+
+
+def _hold(doc: Document, outcome: Outcome) -> None:
+    """A dropped document is kept (archived) and a quarantined one waits; both say by which rule."""
+    if outcome.dropped:
+        doc.archived = True
+        doc.status_reason = f"dropped by rule {outcome.dropped}"
+    elif outcome.quarantined:
+        doc.status_reason = f"quarantined by rule {outcome.quarantined}"
 
 
 def recognition_options(settings: RecognitionSettings) -> Options:
@@ -221,7 +236,8 @@ def _mark_duplicate(session: Session, doc: Document) -> None:
         ).first()
         if first is not None:
             doc.duplicate_of_id = first.id
-            doc.status_reason = f"duplicate of document {first.id} ({why})"
+            note = f"duplicate of document {first.id} ({why})"
+            doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
             return
 
 

@@ -16,6 +16,8 @@ from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline import PipelineRunner
+from gateway.policy_store import put_rule
+from gateway.rules.policy import Rule, make_rule
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, DocType, Document
 
@@ -167,3 +169,48 @@ def test_duplicates_are_per_dossier(store: Store) -> None:
     accept_message(store, msg.as_bytes(), Envelope("smtp", "c@example.com", ["o@docs.example"]))
     PipelineRunner(store, DeliverySettings(), asyncio.Event()).process_batch()
     assert [d.duplicate_of_id for d in documents(store)] == [None, None]
+
+
+def run_with_rules(store: Store, rules: list[Rule], *attachments: tuple[str, bytes, str]) -> None:
+    msg = EmailMessage()
+    msg["From"] = "client@example.com"
+    msg["To"] = ADDRESS
+    msg["Subject"] = "with rules"
+    for filename, data, media_type in attachments:
+        maintype, subtype = media_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    accept_message(store, msg.as_bytes(), Envelope("smtp", "client@example.com", [ADDRESS]))
+    PipelineRunner(store, DeliverySettings(), asyncio.Event(), rules=rules).process_batch()
+
+
+def test_rules_type_documents_and_record_why(store: Store) -> None:
+    dossier(store, "BE0123456749")
+    rules = [make_rule("telecom", {"sender": "*@example.com"}, {"set_type": "purchase_invoice"})]
+    invoice = corpus("peppol-bis3/base-example.xml")
+    run_with_rules(store, rules, ("base-example.xml", invoice, "application/xml"))
+    (doc,) = documents(store)
+    assert doc.doc_type is DocType.PURCHASE_INVOICE
+    assert doc.reason.startswith(
+        "rule telecom: type purchase_invoice (sender='client@example.com')"
+    )
+    assert [m["rule"] for m in doc.matched_rules] == ["telecom"]
+    assert deliveries(store) == 1
+
+
+def test_dropped_and_quarantined_documents_are_kept_and_not_sent(store: Store) -> None:
+    dossier(store, "SE4598375937")
+    with store.session.begin() as session:
+        put_rule(session, make_rule("no-pdf", {"syntax": "pdf"}, {"drop": True}, dossier="acme"))
+    rules = [make_rule("hold", {"filename": "*.xml"}, {"quarantine": True})]
+    run_with_rules(
+        store,
+        rules,
+        ("base-example.xml", corpus("peppol-bis3/base-example.xml"), "application/xml"),
+        ("scan.pdf", corpus("facturx/corruptedV2PDF.pdf"), "application/pdf"),
+    )
+    xml, pdf = documents(store)
+    assert xml.doc_type is DocType.PURCHASE_INVOICE
+    assert xml.status_reason == "quarantined by rule hold"
+    assert (pdf.archived, pdf.status_reason) == (True, "dropped by rule no-pdf")
+    assert pdf.matched_rules[0]["level"] == "dossier acme"
+    assert deliveries(store) == 0
