@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import config, office
+from gateway import cli_rules, config, office
 from gateway.commands import queue as queue_commands
 from gateway.commands.common import (
     Refused,
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"gateway: config error: {exc}", file=sys.stderr)
         return config.EX_CONFIG
-    except (Refused, office.SetupError, queue.NotSendable) as exc:
+    except (Refused, office.SetupError, queue.NotSendable, cli_rules.CommandRefused) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EX_REFUSED
     except SchemaOutdated as exc:
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     _dossier_commands(sub)
     _integration_commands(sub)
     _doc_commands(sub)
+    cli_rules.register(sub)
     queue_commands.register(sub)
     return parser
 
@@ -90,6 +91,7 @@ def _dossier_commands(sub: Any) -> None:
     add.add_argument("--accounting-file-id", default="")
     add.add_argument("--address", action="append", default=[], help="intake address (repeat)")
     add.add_argument("--auto-send", action="store_true", help="send recognised documents")
+    add.add_argument("--iban", action="append", default=[], help="dossier bank account (repeat)")
     add.set_defaults(func=cmd_dossier_add)
     lst = group.add_parser("list", help="list dossiers")
     json_flag(lst)
@@ -129,6 +131,7 @@ def _doc_commands(sub: Any) -> None:
     send = group.add_parser("send", help="queue documents for delivery")
     send.add_argument("ids", type=int, nargs="+", metavar="ID")
     send.set_defaults(func=cmd_doc_send)
+    cli_rules.register_doc(group)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,6 +171,7 @@ def cmd_dossier_add(args: argparse.Namespace) -> int:
         accounting_file_id=args.accounting_file_id,
         addresses=args.address,
         auto_send=args.auto_send,
+        ibans=args.iban,
     )
 
     def work(session: Session) -> int:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.rules.policy import Rule, RuleError, make_rule
+
 EX_CONFIG = 78
 
 T = TypeVar("T")
@@ -100,6 +102,17 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class RecognitionSettings:
+    """How far recognition goes: PDF text proposals and the optional UBL schema check."""
+
+    pdf_min_confidence: float = field(
+        default=0.85, metadata=_check(lambda v: 0 <= v <= 1, "a number from 0 to 1")
+    )
+    # Folder holding maindoc/UBL-Invoice-2.1.xsd, maindoc/UBL-CreditNote-2.1.xsd and common/.
+    ubl_xsd_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class DossierSettings:
     """A dossier the config provisions into the database at start-up."""
 
@@ -111,6 +124,7 @@ class DossierSettings:
     accounting_file_id: str = ""
     addresses: list[str] = field(default_factory=list)
     auto_send: bool = False
+    ibans: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,8 @@ class Settings:
     daemon: DaemonSettings
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
+    recognition: RecognitionSettings = field(default_factory=RecognitionSettings)
+    rules: list[Rule] = field(default_factory=list)
 
     @property
     def blob_dir(self) -> Path:
@@ -237,6 +253,8 @@ TOP_LEVEL = {
     "daemon",
     "integrations",
     "dossiers",
+    "recognition",
+    "rules",
 }
 TABLES = ("gateway", "database", "smtp", "delivery", "metrics", "daemon")
 
@@ -261,9 +279,53 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         daemon=read_table(DaemonSettings, tables["daemon"], source, "daemon."),
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
+        recognition=_recognition(data.get("recognition", {}), source),
+        rules=_rules(data.get("rules", []), source),
     )
     _check_references(settings)
     return settings
+
+
+def _recognition(raw: Any, source: str) -> RecognitionSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "recognition", "expected a table [recognition]")
+    return read_table(RecognitionSettings, raw, source, "recognition.")
+
+
+def _rules(raw: Any, source: str) -> list[Rule]:
+    """`[[rules]]`: name, optional dossier (slug), continue, and the [rules.match] and
+    [rules.actions] tables; checked by the policy module, reported with the rule's index."""
+    if not isinstance(raw, list):
+        raise ConfigError(source, "rules", "expected an array of tables [[rules]]")
+    rules = []
+    for i, table in enumerate(raw):
+        prefix = f"rules[{i}]."
+        unknown = set(table) - {"name", "dossier", "continue", "match", "actions"}
+        if unknown:
+            known = "actions, continue, dossier, match, name"
+            raise ConfigError(source, prefix + sorted(unknown)[0], f"unknown key (known: {known})")
+        for key, kind, default, expected in (
+            ("name", str, "", "a string"),
+            ("dossier", str, "", "a dossier slug"),
+            ("continue", bool, False, "true or false"),
+            ("match", dict, {}, "a table [rules.match]"),
+            ("actions", dict, {}, "a table [rules.actions]"),
+        ):
+            if not isinstance(table.get(key, default), kind):
+                raise ConfigError(source, prefix + key, f"expected {expected}")
+        try:
+            rules.append(
+                make_rule(
+                    table.get("name", ""),
+                    table.get("match", {}),
+                    table.get("actions", {}),
+                    table.get("continue", False),
+                    table.get("dossier", ""),
+                )
+            )
+        except RuleError as exc:
+            raise ConfigError(source, prefix + exc.key, exc.problem) from None
+    return rules
 
 
 def _check_references(settings: Settings) -> None:

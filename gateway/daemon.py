@@ -24,7 +24,7 @@ from gateway.intake import smtp
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline import PipelineRunner, recognition_options
 from gateway.store.db import Store, check_current, open_store
 from gateway.store.models import Delivery
 
@@ -49,7 +49,13 @@ class Daemon:
             settings.database.url, settings.blob_dir, settings.database.busy_timeout
         )
         self.delivery = DeliveryRunner(self.store, settings.delivery)
-        self.pipeline = PipelineRunner(self.store, settings.delivery, self.delivery.wake)
+        self.pipeline = PipelineRunner(
+            self.store,
+            settings.delivery,
+            self.delivery.wake,
+            recognition_options(settings.recognition),
+            settings.rules,
+        )
         self.health = HealthServer(self.store, [self._listening])
         self.smtp_server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
@@ -140,6 +146,8 @@ class Daemon:
         self.settings = new
         self.delivery.settings = new.delivery
         self.pipeline.delivery = new.delivery
+        self.pipeline.recognition = recognition_options(new.recognition)
+        self.pipeline.rules = tuple(new.rules)
         configure_logging(new.gateway.log_level, new.gateway.log_format)
         log.info("reloaded", source=new.source)
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DossierSettings, IntegrationEntry, Settings
 from gateway.outbound.kinds import parse_options
+from gateway.rules.statement import is_valid_iban, normalize_account
 from gateway.store.models import Address, Dossier, Integration
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -57,10 +58,19 @@ def put_dossier(session: Session, spec: DossierSettings) -> Dossier:
     row.company_number = spec.company_number
     row.accounting_file_id = spec.accounting_file_id
     row.auto_send = spec.auto_send
+    row.ibans = [_iban(value) for value in spec.ibans]
     row.integration_id = integration_id
     session.flush()
     _set_addresses(session, row, spec.addresses)
     return row
+
+
+def _iban(value: str) -> str:
+    """Stored compact and upper case; a typo is caught by the check digits, not at 3 a.m."""
+    iban = normalize_account(value)
+    if not is_valid_iban(iban):
+        raise SetupError(f"IBAN {value!r}: not a valid IBAN (country, check digits, account)")
+    return iban
 
 
 def _integration_id(session: Session, name: str) -> int | None:
@@ -129,4 +139,5 @@ def dossier_view(row: Dossier) -> dict[str, Any]:
         "auto_send": row.auto_send,
         "integration": row.integration.name if row.integration else "none",
         "addresses": [a.address for a in row.addresses],
+        "ibans": list(row.ibans),
     }

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings
+from gateway.config import DeliverySettings, RecognitionSettings
+from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
-from gateway.rules.recognize import DossierFacts, recognize
+from gateway.policy_store import rules_for
+from gateway.rules.dedupe import dedupe_key
+from gateway.rules.policy import Outcome, Rule
+from gateway.rules.recognize import DossierFacts, Options
+from gateway.rules.stage import Envelope, Planned, plan
 from gateway.store.db import Store
 from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
 
@@ -27,10 +33,19 @@ log = structlog.get_logger(__name__)
 
 
 class PipelineRunner:
-    def __init__(self, store: Store, delivery: DeliverySettings, on_queued: asyncio.Event) -> None:
+    def __init__(
+        self,
+        store: Store,
+        delivery: DeliverySettings,
+        on_queued: asyncio.Event,
+        recognition: Options | None = None,
+        rules: Sequence[Rule] = (),
+    ) -> None:
         self.store = store
         self.delivery = delivery
         self.on_queued = on_queued
+        self.recognition = recognition or Options()
+        self.rules = tuple(rules)
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -82,9 +97,8 @@ class PipelineRunner:
         dossiers = _recipient_dossiers(session, message.recipients)
         queued = 0
         for dossier in dossiers:
-            for part in parts:
-                doc = self._document(session, message, dossier, part)
-                if dossier.auto_send and doc.doc_type is not None and dossier.integration_id:
+            for doc, allowed in self._dossier_documents(session, message, dossier, parts):
+                if allowed and _auto_sendable(dossier, doc):
                     queue.enqueue(session, doc, self.delivery)
                     queued += 1
         message.processed_at = utcnow()
@@ -94,11 +108,32 @@ class PipelineRunner:
             message.reason = "no attachments"
         return queued
 
+    def _dossier_documents(
+        self, session: Session, message: Message, dossier: Dossier, parts: list[mime.Part]
+    ) -> list[tuple[Document, bool]]:
+        """One document per part, except a PDF that shows another part: it becomes the visual.
+        Each comes with whether the policy allows auto-sending it."""
+        facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
+        policy = rules_for(session, dossier, self.rules)
+        envelope = Envelope(
+            message.mail_from or message.header_from, tuple(message.recipients), message.subject
+        )
+        docs = []
+        for item in plan(parts, facts, policy, envelope, self.recognition):
+            part = parts[item.index]
+            doc = self._document(session, message, dossier, part, item)
+            docs.append((doc, item.outcome.auto_send))
+        return docs
+
     def _document(
-        self, session: Session, message: Message, dossier: Dossier, part: mime.Part
+        self,
+        session: Session,
+        message: Message,
+        dossier: Dossier,
+        part: mime.Part,
+        item: Planned,
     ) -> Document:
-        facts = DossierFacts(dossier.vat_number, dossier.company_number)
-        found = recognize(part.filename, part.media_type, part.data, facts)
+        found, visual, outcome = item.found, item.visual, item.outcome
         doc = Document(
             dossier=dossier,
             message_id=message.id,
@@ -106,10 +141,17 @@ class PipelineRunner:
             media_type=part.media_type,
             blob_sha256=self.store.blobs.put(part.data),
             size=len(part.data),
-            doc_type=found.doc_type,
-            reason=found.reason,
+            doc_type=outcome.doc_type,
+            reason=outcome.reason,
             facts=found.facts,
+            dedupe_key=dedupe_key(outcome.doc_type, found.facts),
+            matched_rules=outcome.matched,
         )
+        _hold(doc, outcome)
+        if visual is not None:
+            doc.visual_sha256 = self.store.blobs.put(visual.data)
+            doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
+        _mark_duplicate(session, doc)
         session.add(doc)
         session.flush()
         session.add(
@@ -117,7 +159,13 @@ class PipelineRunner:
                 kind="document_created",
                 message_id=message.id,
                 document_id=doc.id,
-                detail={"type": doc.doc_type.value if doc.doc_type else None, "reason": doc.reason},
+                detail={
+                    "type": doc.doc_type.value if doc.doc_type else None,
+                    "reason": doc.reason,
+                    "visual": doc.visual_filename,
+                    "duplicate_of": doc.duplicate_of_id,
+                    "rules": [entry["rule"] for entry in outcome.matched],
+                },
             )
         )
         log.info(
@@ -127,6 +175,7 @@ class PipelineRunner:
             dossier=dossier.slug,
             type=doc.doc_type.value if doc.doc_type else "unrecognised",
             reason=doc.reason,
+            duplicate_of=doc.duplicate_of_id,
         )
         return doc
 
@@ -139,6 +188,57 @@ class PipelineRunner:
             session.add(
                 Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
             )
+
+
+def _hold(doc: Document, outcome: Outcome) -> None:
+    """A dropped document is kept (archived) and a quarantined one waits; both say by which rule."""
+    if outcome.dropped:
+        doc.archived = True
+        doc.status_reason = f"dropped by rule {outcome.dropped}"
+    elif outcome.quarantined:
+        doc.status_reason = f"quarantined by rule {outcome.quarantined}"
+
+
+def recognition_options(settings: RecognitionSettings) -> Options:
+    return Options(pdf_min_confidence=settings.pdf_min_confidence)
+
+
+def _auto_sendable(dossier: Dossier, doc: Document) -> bool:
+    """Auto-send takes only what a person would send without a second look."""
+    return (
+        dossier.auto_send
+        and dossier.integration_id is not None
+        and doc.doc_type is not None
+        and doc.duplicate_of_id is None
+    )
+
+
+def _mark_duplicate(session: Session, doc: Document) -> None:
+    """Link `doc` to the first document of its dossier with the same bytes or the same identity
+    (supplier, number, type); it is kept and shown, and never delivered."""
+    same_file = Document.blob_sha256 == doc.blob_sha256
+    same_identity = Document.dedupe_key == doc.dedupe_key if doc.dedupe_key else None
+    for condition, why in (
+        (same_file, "same file"),
+        (same_identity, "same supplier, number and type"),
+    ):
+        if condition is None:
+            continue
+        first = session.scalars(
+            select(Document)
+            .where(
+                Document.dossier_id == doc.dossier.id,
+                Document.duplicate_of_id.is_(None),
+                condition,
+            )
+            .order_by(Document.id)
+            .limit(1)
+        ).first()
+        if first is not None:
+            doc.duplicate_of_id = first.id
+            note = f"duplicate of document {first.id} ({why})"
+            doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
+            return
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:

@@ -8,11 +8,24 @@ evidence of either; the declared media type only helps a person read a refusal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.rules.split import decide
-from gateway.rules.ubl import NotUbl, read_ubl
+from lxml import etree
+
+from gateway.rules.camt import is_camt053, read_camt
+from gateway.rules.cii import embedded_pdf as cii_pdf
+from gateway.rules.cii import is_cii, read_cii
+from gateway.rules.coda import CodaBroken, looks_like_coda, read_coda
+from gateway.rules.facts import InvoiceFacts
+from gateway.rules.facturx import EmbeddedXml, choose_xml
+from gateway.rules.pdf import PdfUnreadable, embedded_files, looks_like_pdf, open_pdf, page_text
+from gateway.rules.pdftext import classify
+from gateway.rules.split import Decision, decide
+from gateway.rules.statement import StatementFacts, decide_statement
+from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
+from gateway.rules.ubl import embedded_pdf as ubl_pdf
+from gateway.rules.xmlpath import local_name
 from gateway.rules.xmlsafe import NotXml, parse_xml
 from gateway.store.models import DocType
 
@@ -21,6 +34,26 @@ from gateway.store.models import DocType
 class DossierFacts:
     vat_number: str
     company_number: str
+    ibans: tuple[str, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, str]:
+        return (self.vat_number, self.company_number)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Office-wide recognition settings (`[recognition]` in the config)."""
+
+    pdf_min_confidence: float = 0.85
+
+
+@dataclass(frozen=True)
+class Visual:
+    """A PDF that shows a structured document: embedded in it, or sent beside it."""
+
+    filename: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -28,25 +61,130 @@ class Recognition:
     """`doc_type` None means unrecognised; `reason` then starts with a kebab-case code.
 
     Codes: `not-xml`, `xml-broken`, `xml-doctype-forbidden`, `unsupported-format`,
-    `party-mismatch`, `dossier-unidentified`.
+    `party-mismatch`, `dossier-unidentified`, `account-mismatch`, `coda-broken`,
+    `pdf-encrypted`, `pdf-broken`, `pdf-no-text`, `pdf-low-confidence`.
+    `visual` is an embedded PDF to keep with the document; `text` is a plain PDF's text,
+    used to pair it with the structured document it shows, and not stored.
     """
 
     doc_type: DocType | None
     reason: str
-    facts: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    visual: Visual | None = None
+    text: str = field(default="", repr=False, compare=False)
 
 
-def recognize(filename: str, media_type: str, data: bytes, dossier: DossierFacts) -> Recognition:
+def recognize(
+    filename: str,
+    media_type: str,
+    data: bytes,
+    dossier: DossierFacts,
+    options: Options = Options(),
+) -> Recognition:
+    if looks_like_pdf(data):
+        return _pdf(data, dossier, options)
+    if looks_like_coda(data):
+        return _coda(data, dossier)
     try:
         root = parse_xml(data)
     except NotXml as exc:
-        return Recognition(None, f"{exc}{_declared(filename, media_type)}", {})
+        return Recognition(None, f"{exc}{_declared(filename, media_type)}")
+    return _xml(root, dossier)
+
+
+def _xml(root: etree._Element, dossier: DossierFacts) -> Recognition:
+    if is_camt053(root):
+        return _statement(read_camt(root), dossier)
+    invoice = _invoice(root)
+    if invoice is None:
+        return Recognition(None, f"unsupported-format: root {root.tag}")
+    decision = decide(invoice, dossier.ids)
+    return Recognition(decision.doc_type, decision.reason, invoice.as_json(), _visual(root))
+
+
+def _visual(root: etree._Element) -> Visual | None:
+    found = ubl_pdf(root) if root.tag in (INVOICE, CREDIT_NOTE) else cii_pdf(root)
+    return Visual(*found) if found else None
+
+
+def _invoice(root: etree._Element) -> InvoiceFacts | None:
+    if root.tag in (INVOICE, CREDIT_NOTE):
+        return read_ubl(root)
+    return read_cii(root) if is_cii(root) else None
+
+
+def _coda(data: bytes, dossier: DossierFacts) -> Recognition:
     try:
-        facts = read_ubl(root)
-    except NotUbl as exc:
-        return Recognition(None, f"unsupported-format: root {exc.root_tag}", {})
-    decision = decide(facts, (dossier.vat_number, dossier.company_number))
-    return Recognition(decision.doc_type, decision.reason, facts.as_json())
+        facts = read_coda(data)
+    except CodaBroken as exc:
+        return Recognition(None, str(exc), {"syntax": "coda"})
+    return _statement(facts, dossier)
+
+
+def _statement(facts: StatementFacts, dossier: DossierFacts) -> Recognition:
+    return _recognised(decide_statement(facts, dossier.ids, dossier.ibans), facts.as_json())
+
+
+def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
+    """A hybrid PDF is its XML; a PDF that embeds no invoice XML is read as text."""
+    try:
+        reader = open_pdf(data)
+        files = embedded_files(reader)
+    except PdfUnreadable as exc:
+        return Recognition(None, str(exc), {"syntax": "pdf"})
+    container = {"container": "pdf", "embedded_files": list(files)}
+    embedded = choose_xml(files)
+    note = ""
+    if embedded is not None:
+        hybrid = _hybrid(embedded, dossier)
+        if hybrid.facts.get("syntax") in ("ubl", "cii"):
+            return Recognition(hybrid.doc_type, hybrid.reason, hybrid.facts | container)
+        note = f"; embedded {embedded.name} ignored: {hybrid.reason}"
+    try:
+        text = page_text(reader)
+    except PdfUnreadable as exc:
+        return Recognition(None, f"{exc}{note}", _pdf_facts(files))
+    return _plain_pdf(text, files, dossier, options, note)
+
+
+def _plain_pdf(
+    text: str, files: dict[str, bytes], dossier: DossierFacts, options: Options, note: str
+) -> Recognition:
+    facts = _pdf_facts(files)
+    if not text.strip():
+        return Recognition(None, f"pdf-no-text: no text layer (a scan?){note}", facts)
+    guess = classify(text, dossier.ids)
+    facts |= {"kind": guess.kind or "", "confidence": guess.confidence}
+    facts["evidence"] = list(guess.evidence)
+    evidence = ", ".join(guess.evidence) or "no evidence"
+    if guess.doc_type is None or guess.confidence < options.pdf_min_confidence:
+        reason = (
+            f"pdf-low-confidence: {guess.confidence:.2f} < {options.pdf_min_confidence:.2f}"
+            f" ({evidence}){note}"
+        )
+        return Recognition(None, reason, facts, text=text)
+    reason = f"pdf-text: {guess.doc_type.value} with confidence {guess.confidence:.2f} ({evidence})"
+    return Recognition(guess.doc_type, reason + note, facts, text=text)
+
+
+def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts) -> Recognition:
+    try:
+        root = parse_xml(embedded.data)
+    except NotXml as exc:
+        return Recognition(None, str(exc))
+    invoice = _invoice(root)
+    if invoice is None:
+        return Recognition(None, f"root {local_name(root)} is not an invoice")
+    facts = invoice.as_json() | {"embedded_xml": embedded.name}
+    return _recognised(decide(invoice, dossier.ids), facts)
+
+
+def _pdf_facts(files: dict[str, bytes]) -> dict[str, Any]:
+    return {"syntax": "pdf", "embedded_files": list(files)}
+
+
+def _recognised(decision: Decision, facts: dict[str, Any]) -> Recognition:
+    return Recognition(decision.doc_type, decision.reason, facts)
 
 
 def _declared(filename: str, media_type: str) -> str:

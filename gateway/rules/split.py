@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from gateway.rules.ubl import Party, SchemedId, UblFacts
+from gateway.rules.facts import InvoiceFacts, Party, SchemedId
 from gateway.rules.vat import normalize_vat, same_party
 from gateway.store.models import DocType
 
@@ -72,7 +72,7 @@ class Decision:
     reason: str
 
 
-def decide(facts: UblFacts, dossier_ids: Sequence[str]) -> Decision:
+def decide(facts: InvoiceFacts, dossier_ids: Sequence[str]) -> Decision:
     """Purchase when the dossier is the customer, sales when it is the supplier.
 
     Neither or both is refused rather than guessed: a wrong purchase/sales split ends up in the
@@ -97,7 +97,7 @@ def decide(facts: UblFacts, dossier_ids: Sequence[str]) -> Decision:
     return Decision(doc_type, note)
 
 
-def books_as_credit(facts: UblFacts) -> bool:
+def books_as_credit(facts: InvoiceFacts) -> bool:
     """A declared credit note, or an invoice whose payable amount is negative."""
     return facts.kind == "credit-note" or _negative(facts.payable_amount)
 

@@ -106,6 +106,8 @@ class Dossier(Base):
     integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id"))
     overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The dossier's own bank accounts: how a CODA or camt.053 statement is known to be its.
+    ibans: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     integration: Mapped[Integration | None] = relationship()
     addresses: Mapped[list[Address]] = relationship(
@@ -177,8 +179,35 @@ class Document(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+    # The PDF that shows a structured document (embedded in it or sent beside it).
+    visual_sha256: Mapped[str | None] = mapped_column(String(64))
+    visual_filename: Mapped[str] = mapped_column(Text, default="")
+    # supplier VAT + number + type: the same invoice sent twice under other bytes.
+    dedupe_key: Mapped[str] = mapped_column(String(300), default="")
+    # Which rules of the policy matched and what they did, in order.
+    matched_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     dossier: Mapped[Dossier] = relationship()
+
+
+Index("ix_documents_dossier_blob", Document.dossier_id, Document.blob_sha256)
+Index("ix_documents_dossier_dedupe", Document.dossier_id, Document.dedupe_key)
+
+
+class Rule(Base):
+    """One rule of the policy; `dossier_id` NULL means it applies to every dossier."""
+
+    __tablename__ = "rules"
+    __table_args__ = (Index("ix_rules_dossier_position", "dossier_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossiers.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    match: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    continue_matching: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Delivery(Base):

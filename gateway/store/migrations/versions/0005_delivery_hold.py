@@ -1,7 +1,7 @@
 """Deliveries can be held by an operator (`gateway queue hold`).
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0003
 """
 
 from collections.abc import Sequence
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,111 @@
+"""The office's rules in the database (`gateway rules add`), beside those of the config file.
+
+Order is the policy's meaning, so it is explicit: dossier rules before gateway rules; at each
+level the config file's rules first (in file order), then the database's by position. A rule
+is named uniquely per level; adding it again under the same name updates it in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from gateway.rules.policy import Rule, make_rule
+from gateway.store.models import Dossier
+from gateway.store.models import Rule as RuleRow
+
+
+class RuleNotFound(LookupError):
+    """No rule of that name at that level."""
+
+
+def put_rule(session: Session, rule: Rule, position: int | None = None) -> RuleRow:
+    dossier_id = _dossier_id(session, rule.dossier)
+    row = _find(session, rule.name, dossier_id)
+    if row is None:
+        row = RuleRow(name=rule.name, dossier_id=dossier_id, position=_next(session, dossier_id))
+        session.add(row)
+    if position is not None:
+        row.position = position
+    row.match = dict(rule.match)
+    row.actions = dict(rule.actions)
+    row.continue_matching = rule.continue_
+    session.flush()
+    return row
+
+
+def delete_rule(session: Session, name: str, dossier: str) -> None:
+    row = _find(session, name, _dossier_id(session, dossier))
+    if row is None:
+        where = f"dossier {dossier}" if dossier else "gateway level"
+        raise RuleNotFound(f"no rule {name!r} at {where}")
+    session.delete(row)
+
+
+def rules_for(session: Session, dossier: Dossier, configured: Sequence[Rule]) -> list[Rule]:
+    """The ordered policy for one dossier's documents."""
+    own = [r for r in configured if r.dossier == dossier.slug]
+    shared = [r for r in configured if not r.dossier]
+    return [*own, *_stored(session, dossier), *shared, *_stored(session, None)]
+
+
+def all_rules(session: Session, configured: Sequence[Rule]) -> list[Rule]:
+    """Every rule, for listing: config and database, dossiers first, in evaluation order."""
+    slugs = sorted({r.dossier for r in configured if r.dossier} | set(_stored_slugs(session)))
+    ordered: list[Rule] = []
+    for slug in slugs:
+        dossier = session.scalars(select(Dossier).where(Dossier.slug == slug)).first()
+        ordered += [r for r in configured if r.dossier == slug]
+        ordered += _stored(session, dossier) if dossier else []
+    return [*ordered, *[r for r in configured if not r.dossier], *_stored(session, None)]
+
+
+def rule_view(rule: Rule) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "dossier": rule.dossier,
+        "source": rule.source,
+        "match": dict(rule.match),
+        "actions": dict(rule.actions),
+        "continue": rule.continue_,
+    }
+
+
+def _stored(session: Session, dossier: Dossier | None) -> list[Rule]:
+    level = _level(dossier.id if dossier else None)
+    rows = session.scalars(select(RuleRow).where(level).order_by(RuleRow.position, RuleRow.id))
+    slug = dossier.slug if dossier else ""
+    return [
+        make_rule(r.name, r.match, r.actions, r.continue_matching, slug, "database") for r in rows
+    ]
+
+
+def _stored_slugs(session: Session) -> list[str]:
+    joined = select(Dossier.slug).join(RuleRow, RuleRow.dossier_id == Dossier.id).distinct()
+    return list(session.scalars(joined))
+
+
+def _level(dossier_id: int | None) -> ColumnElement[bool]:
+    return RuleRow.dossier_id.is_(None) if dossier_id is None else RuleRow.dossier_id == dossier_id
+
+
+def _find(session: Session, name: str, dossier_id: int | None) -> RuleRow | None:
+    found = select(RuleRow).where(RuleRow.name == name, _level(dossier_id))
+    return session.scalars(found).first()
+
+
+def _next(session: Session, dossier_id: int | None) -> int:
+    highest = session.scalar(select(func.max(RuleRow.position)).where(_level(dossier_id)))
+    return (highest or 0) + 10
+
+
+def _dossier_id(session: Session, slug: str) -> int | None:
+    if not slug:
+        return None
+    found = session.scalars(select(Dossier.id).where(Dossier.slug == slug)).first()
+    if found is None:
+        raise RuleNotFound(f"no dossier {slug!r}")
+    return found

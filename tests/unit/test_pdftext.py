@@ -1,0 +1,96 @@
+"""Plain PDFs: words and numbers in the text propose a type, with a confidence and a threshold."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from pypdf import PdfWriter
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+from gateway.rules.pdftext import classify
+from gateway.rules.recognize import DossierFacts, Options, recognize
+from gateway.store.models import DocType
+
+DOSSIER = "BE0123456749"
+
+
+def text_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF whose text layer holds `lines` (Helvetica, WinAnsi)."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=595, height=842)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+            NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
+        }
+    )
+    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+    shown = " ".join(f"({line}) '" for line in lines)
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT /F1 11 Tf 50 800 Td 14 TL {shown} ET".encode("cp1252"))
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["FACTUUR 2024-001", "BTW klant: BE 0123.456.749"], DocType.PURCHASE_INVOICE),
+        (["Facture n° 12", "N° TVA client : BE0123456749"], DocType.PURCHASE_INVOICE),
+        (["Rechnung 4711", "Kunde USt-IdNr. BE 0123 456 749"], DocType.PURCHASE_INVOICE),
+        (["Note de crédit 7", "TVA client BE 0123456749"], DocType.PURCHASE_CREDIT_NOTE),
+        (["Gutschrift 7", "Kunde: BE0123456749"], DocType.PURCHASE_CREDIT_NOTE),
+        (["Creditnota", "Klant BE0123456749"], DocType.PURCHASE_CREDIT_NOTE),
+        (
+            ["INVOICE", "Supplier VAT BE0123456749", "Customer VAT NL123456789B01"],
+            DocType.SALES_INVOICE,
+        ),
+        (["INVOICE", "Our VAT: BE0123456749", "Bill to: NL123456789B01"], DocType.SALES_INVOICE),
+    ],
+)
+def test_words_and_labelled_numbers_propose_a_type(lines: list[str], expected: DocType) -> None:
+    found = recognize("scan.pdf", "", text_pdf(lines), DossierFacts(DOSSIER, ""))
+    assert found.doc_type is expected, found.reason
+    assert found.reason.startswith("pdf-text: ")
+
+
+def test_without_the_dossier_number_it_stays_unrecognised() -> None:
+    found = recognize(
+        "x.pdf", "", text_pdf(["FACTUUR 1", "Klant BE0987654321"]), DossierFacts(DOSSIER, "")
+    )
+    assert found.doc_type is None
+    assert found.reason.startswith("pdf-low-confidence: 0.50 < 0.85")
+    assert found.facts["kind"] == "invoice"
+
+
+def test_the_threshold_is_configurable() -> None:
+    data = text_pdf(["FACTUUR 1", "BE 0123 456 749"])
+    assert recognize("x.pdf", "", data, DossierFacts(DOSSIER, "")).doc_type is None
+    lenient = recognize(
+        "x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=0.7)
+    )
+    assert lenient.doc_type is DocType.PURCHASE_INVOICE
+    assert "confidence 0.70" in lenient.reason
+
+
+def test_a_quotation_is_not_proposed_as_an_invoice() -> None:
+    guess = classify("Offerte / factuur volgt\nKlant: BE0123456749", [DOSSIER])
+    assert guess.confidence < 0.85
+    assert "not-to-book word 'offerte'" in guess.evidence
+
+
+def test_company_number_without_country_is_found() -> None:
+    guess = classify("Invoice\nCustomer company number 0123.456.749", ["", "0123456749"])
+    assert guess.doc_type is DocType.PURCHASE_INVOICE
+    assert guess.confidence == 0.9
+
+
+def test_a_pdf_without_text_says_so() -> None:
+    found = recognize("scan.pdf", "", text_pdf([]), DossierFacts(DOSSIER, ""))
+    assert found.reason.startswith("pdf-no-text: ")
