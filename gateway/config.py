@@ -75,6 +75,20 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class MimeSettings:
+    """How far a message is taken apart; past a limit the message goes to quarantine."""
+
+    max_parts: int = field(default=500, metadata=_positive())
+    max_depth: int = field(default=20, metadata=_positive())
+    max_header_bytes: int = field(default=102400, metadata=_positive())
+    small_image_bytes: int = field(default=20 * 1024, metadata=_check(lambda v: v >= 0, ">= 0"))
+    zip_max_entries: int = field(default=500, metadata=_positive())
+    zip_max_total: int = field(default=200 * 1024 * 1024, metadata=_positive())
+    zip_max_ratio: int = field(default=200, metadata=_positive())
+    zip_max_depth: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     workers: int = field(default=2, metadata=_positive())
     poll_interval: float = field(default=1.0, metadata=_positive())
@@ -116,6 +130,7 @@ class Settings:
     delivery: DeliverySettings
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
+    mime: MimeSettings = MimeSettings()
 
     @property
     def blob_dir(self) -> Path:
@@ -211,7 +226,7 @@ def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
     return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
 
 
-TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers"}
+TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers", "mime"}
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -220,7 +235,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         if key not in TOP_LEVEL:
             known = ", ".join(sorted(TOP_LEVEL))
             raise ConfigError(source, key, f"unknown table (known: {known})")
-    tables = {k: data.get(k, {}) for k in ("gateway", "database", "smtp", "delivery")}
+    tables = {k: data.get(k, {}) for k in ("gateway", "database", "smtp", "delivery", "mime")}
     for key, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(source, key, f"expected a table [{key}]")
@@ -232,6 +247,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         delivery=read_table(DeliverySettings, tables["delivery"], source, "delivery."),
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
+        mime=read_table(MimeSettings, tables["mime"], source, "mime."),
     )
     _check_references(settings)
     return settings

@@ -41,7 +41,7 @@ async def serve(settings: Settings) -> None:
     with store.session.begin() as session:
         office.provision(session, settings)
     delivery = DeliveryRunner(store, settings.delivery)
-    pipeline = PipelineRunner(store, settings.delivery, delivery.wake)
+    pipeline = PipelineRunner(store, settings.delivery, delivery.wake, settings.mime)
     server = await smtp.start(settings.smtp, store, pipeline.wake.set)
     runners: list[asyncio.Task[None]] = [
         asyncio.create_task(pipeline.run(), name="pipeline"),

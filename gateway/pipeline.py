@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings
+from gateway.config import DeliverySettings, MimeSettings
 from gateway.intake import mime
 from gateway.outbound import queue
 from gateway.rules.recognize import DossierFacts, recognize
@@ -27,10 +27,17 @@ log = structlog.get_logger(__name__)
 
 
 class PipelineRunner:
-    def __init__(self, store: Store, delivery: DeliverySettings, on_queued: asyncio.Event) -> None:
+    def __init__(
+        self,
+        store: Store,
+        delivery: DeliverySettings,
+        on_queued: asyncio.Event,
+        mime_limits: MimeSettings | None = None,
+    ) -> None:
         self.store = store
         self.delivery = delivery
         self.on_queued = on_queued
+        self.mime_limits = mime_limits or MimeSettings()
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -78,7 +85,19 @@ class PipelineRunner:
             self.on_queued.set()
 
     def _documents(self, session: Session, message: Message) -> int:
-        parts = mime.attachments(mime.parse(self.store.blobs.get(message.raw_sha256)))
+        try:
+            extraction = mime.extract(self.store.blobs.get(message.raw_sha256), self.mime_limits)
+        except mime.Quarantine as exc:
+            _quarantine(session, message, str(exc))
+            return 0
+        parts = extraction.parts
+        if extraction.skipped:
+            skipped = [
+                {"name": s.name, "type": s.media_type, "why": s.why} for s in extraction.skipped
+            ]
+            session.add(
+                Event(kind="parts_skipped", message_id=message.id, detail={"parts": skipped})
+            )
         dossiers = _recipient_dossiers(session, message.recipients)
         queued = 0
         for dossier in dossiers:
@@ -91,7 +110,7 @@ class PipelineRunner:
         if not dossiers:
             message.reason = "no dossier owns any of the recipients any more"
         elif not parts:
-            message.reason = "no attachments"
+            message.reason = "no documents in this message"
         return queued
 
     def _document(
@@ -139,6 +158,15 @@ class PipelineRunner:
             session.add(
                 Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
             )
+
+
+def _quarantine(session: Session, message: Message, reason: str) -> None:
+    """Kept whole and aside: visible with `gateway quarantine list`, never silently lost."""
+    message.processed_at = utcnow()
+    message.verdict = "quarantined"
+    message.reason = reason
+    session.add(Event(kind="message_quarantined", message_id=message.id, detail={"reason": reason}))
+    log.warning("message_quarantined", message=message.id, reason=reason)
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:
