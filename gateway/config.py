@@ -8,6 +8,7 @@ operator fixing a config at 3 a.m. needs exactly those three things.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -72,6 +73,35 @@ class SmtpSettings:
     hostname: str = "gateway.localhost"
     max_message_size: int = field(default=25 * 1024 * 1024, metadata=_positive())
     timeout: float = field(default=300.0, metadata=_positive())
+    max_recipients: int = field(default=100, metadata=_positive())
+    max_sessions: int = field(default=100, metadata=_positive())
+    max_line_length: int = field(default=1000, metadata=_check(lambda v: v >= 100, ">= 100"))
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_tls: bool = False
+
+
+SENDER_POLICIES = ("off", "header", "aligned")
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """What every door shares: how senders are authenticated against the allowed lists."""
+
+    sender_policy: str = field(
+        default="header",
+        metadata=_check(lambda v: v in SENDER_POLICIES, "off, header or aligned"),
+    )
+    # The authserv-id whose Authentication-Results header is trusted on IMAP intake (the
+    # mailbox provider's); any other such header is ignored. Empty: none is trusted.
+    trusted_authserv_id: str = ""
+    # "host" or "host:port" of the DNS resolver for SPF and DKIM; empty: the system's.
+    dns_resolver: str = field(
+        default="",
+        metadata=_check(
+            lambda v: v == "" or bool(re.fullmatch(r"[^:\s]+(:\d{1,5})?", v)), "host or host:port"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,8 @@ class DossierSettings:
     accounting_file_id: str = ""
     addresses: list[str] = field(default_factory=list)
     auto_send: bool = False
+    # None leaves the list to the CLI; a list (even empty) is applied exactly at every start.
+    allowed_senders: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +163,7 @@ class Settings:
     integrations: list[IntegrationEntry]
     dossiers: list[DossierSettings]
     mime: MimeSettings = MimeSettings()
+    intake: IntakeSettings = IntakeSettings()
 
     @property
     def blob_dir(self) -> Path:
@@ -226,7 +259,16 @@ def _dossiers(raw: Any, source: str) -> list[DossierSettings]:
     return [read_table(DossierSettings, t, source, f"dossiers[{i}].") for i, t in enumerate(raw)]
 
 
-TOP_LEVEL = {"gateway", "database", "smtp", "delivery", "integrations", "dossiers", "mime"}
+TOP_LEVEL = {
+    "gateway",
+    "database",
+    "smtp",
+    "delivery",
+    "integrations",
+    "dossiers",
+    "mime",
+    "intake",
+}
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -235,7 +277,8 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         if key not in TOP_LEVEL:
             known = ", ".join(sorted(TOP_LEVEL))
             raise ConfigError(source, key, f"unknown table (known: {known})")
-    tables = {k: data.get(k, {}) for k in ("gateway", "database", "smtp", "delivery", "mime")}
+    names = ("gateway", "database", "smtp", "delivery", "mime", "intake")
+    tables = {k: data.get(k, {}) for k in names}
     for key, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(source, key, f"expected a table [{key}]")
@@ -248,13 +291,26 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         integrations=_integration_entries(data.get("integrations", []), source),
         dossiers=_dossiers(data.get("dossiers", []), source),
         mime=read_table(MimeSettings, tables["mime"], source, "mime."),
+        intake=read_table(IntakeSettings, tables["intake"], source, "intake."),
     )
     _check_references(settings)
     return settings
 
 
+def _check_smtp(settings: Settings) -> None:
+    smtp = settings.smtp
+    if smtp.require_tls and not smtp.tls_cert:
+        raise ConfigError(settings.source, "smtp.require_tls", "needs smtp.tls_cert (and tls_key)")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(smtp, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(settings.source, f"smtp.{key}", f"no such file: {path}")
+
+
 def _check_references(settings: Settings) -> None:
     from gateway.outbound.kinds import parse_options
+
+    _check_smtp(settings)
 
     names = set()
     for i, entry in enumerate(settings.integrations):

@@ -16,7 +16,7 @@ import structlog
 
 from gateway import office
 from gateway.config import Settings
-from gateway.intake import smtp
+from gateway.intake import sender_auth, smtp
 from gateway.outbound.worker import DeliveryRunner
 from gateway.pipeline import PipelineRunner
 from gateway.store.db import check_current, open_store
@@ -42,7 +42,10 @@ async def serve(settings: Settings) -> None:
         office.provision(session, settings)
     delivery = DeliveryRunner(store, settings.delivery)
     pipeline = PipelineRunner(store, settings.delivery, delivery.wake, settings.mime)
-    server = await smtp.start(settings.smtp, store, pipeline.wake.set)
+    if settings.intake.dns_resolver:
+        host, _, port = settings.intake.dns_resolver.partition(":")
+        sender_auth.use_resolver(host, int(port or 53))
+    server = await smtp.start(settings.smtp, store, pipeline.wake.set, settings.intake)
     runners: list[asyncio.Task[None]] = [
         asyncio.create_task(pipeline.run(), name="pipeline"),
         asyncio.create_task(delivery.run(), name="delivery"),

@@ -21,9 +21,17 @@ from gateway.intake import mime
 from gateway.outbound import queue
 from gateway.rules.recognize import DossierFacts, recognize
 from gateway.store.db import Store
-from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
+from gateway.store.models import Address, DocType, Document, Dossier, Event, Message, utcnow
 
 log = structlog.get_logger(__name__)
+
+# What a `+purchase`-style address hint means when the document itself does not decide.
+HINT_TYPES = {
+    "purchase": DocType.PURCHASE_INVOICE,
+    "sales": DocType.SALES_INVOICE,
+    "bank": DocType.BANK_STATEMENT,
+    "other": DocType.OTHER,
+}
 
 
 class PipelineRunner:
@@ -98,11 +106,11 @@ class PipelineRunner:
             session.add(
                 Event(kind="parts_skipped", message_id=message.id, detail={"parts": skipped})
             )
-        dossiers = _recipient_dossiers(session, message.recipients)
+        dossiers = _message_dossiers(session, message)
         queued = 0
-        for dossier in dossiers:
+        for dossier, hint in dossiers:
             for part in parts:
-                doc = self._document(session, message, dossier, part)
+                doc = self._document(session, message, dossier, part, hint)
                 if dossier.auto_send and doc.doc_type is not None and dossier.integration_id:
                     queue.enqueue(session, doc, self.delivery)
                     queued += 1
@@ -114,10 +122,14 @@ class PipelineRunner:
         return queued
 
     def _document(
-        self, session: Session, message: Message, dossier: Dossier, part: mime.Part
+        self, session: Session, message: Message, dossier: Dossier, part: mime.Part, hint: str
     ) -> Document:
         facts = DossierFacts(dossier.vat_number, dossier.company_number)
         found = recognize(part.filename, part.media_type, part.data, facts)
+        doc_type, reason = found.doc_type, found.reason
+        if doc_type is None and hint in HINT_TYPES:
+            doc_type = HINT_TYPES[hint]
+            reason = f"type from the address hint +{hint}" + (f" ({reason})" if reason else "")
         doc = Document(
             dossier=dossier,
             message_id=message.id,
@@ -125,8 +137,8 @@ class PipelineRunner:
             media_type=part.media_type,
             blob_sha256=self.store.blobs.put(part.data),
             size=len(part.data),
-            doc_type=found.doc_type,
-            reason=found.reason,
+            doc_type=doc_type,
+            reason=reason,
             facts=found.facts,
         )
         session.add(doc)
@@ -167,6 +179,16 @@ def _quarantine(session: Session, message: Message, reason: str) -> None:
     message.reason = reason
     session.add(Event(kind="message_quarantined", message_id=message.id, detail={"reason": reason}))
     log.warning("message_quarantined", message=message.id, reason=reason)
+
+
+def _message_dossiers(session: Session, message: Message) -> list[tuple[Dossier, str]]:
+    """The dossiers the door routed the message to, with their type hints; messages stored
+    before doors recorded routes are routed by their exact recipient addresses."""
+    if not message.routes:
+        return [(d, "") for d in _recipient_dossiers(session, message.recipients)]
+    hints = {r["dossier"]: r.get("hint", "") for r in message.routes}
+    rows = session.scalars(select(Dossier).where(Dossier.slug.in_(hints)).order_by(Dossier.id))
+    return [(d, hints[d.slug]) for d in rows]
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:
