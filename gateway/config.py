@@ -105,6 +105,35 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True)
+class ImapAccountSettings:
+    """One mailbox the IMAP door polls; it feeds `dossier`, or routes by Delivered-To /
+    X-Original-To when the operator declares it a `catch_all`."""
+
+    name: str
+    host: str
+    user: str
+    password_file: str
+    port: int = field(default=993, metadata=_port())
+    tls: str = field(default="ssl", metadata=_check(lambda v: v in ("ssl", "none"), "ssl or none"))
+    ca_file: str = ""
+    folder: str = "INBOX"
+    dossier: str = ""
+    catch_all: bool = False
+    post_action: str = field(
+        default="move", metadata=_check(lambda v: v in ("move", "flag"), "move or flag")
+    )
+    processed_folder: str = "Processed"
+    flag: str = "$GatewayTaken"
+    idle: bool = True
+    poll_interval: float = field(default=60.0, metadata=_positive())
+    timeout: float = field(default=60.0, metadata=_positive())
+    reconnect_max: float = field(default=300.0, metadata=_positive())
+    max_messages_per_run: int = field(default=100, metadata=_positive())
+    max_bytes_per_run: int = field(default=200 * 1024 * 1024, metadata=_positive())
+    max_message_size: int = field(default=50 * 1024 * 1024, metadata=_positive())
+
+
+@dataclass(frozen=True)
 class MimeSettings:
     """How far a message is taken apart; past a limit the message goes to quarantine."""
 
@@ -164,6 +193,7 @@ class Settings:
     dossiers: list[DossierSettings]
     mime: MimeSettings = MimeSettings()
     intake: IntakeSettings = IntakeSettings()
+    imap: list[ImapAccountSettings] = field(default_factory=list)
 
     @property
     def blob_dir(self) -> Path:
@@ -268,6 +298,7 @@ TOP_LEVEL = {
     "dossiers",
     "mime",
     "intake",
+    "imap",
 }
 
 
@@ -292,9 +323,28 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         dossiers=_dossiers(data.get("dossiers", []), source),
         mime=read_table(MimeSettings, tables["mime"], source, "mime."),
         intake=read_table(IntakeSettings, tables["intake"], source, "intake."),
+        imap=_imap_accounts(data.get("imap", []), source),
     )
     _check_references(settings)
     return settings
+
+
+def _imap_accounts(raw: Any, source: str) -> list[ImapAccountSettings]:
+    if not isinstance(raw, list):
+        raise ConfigError(source, "imap", "expected an array of tables [[imap]]")
+    accounts = []
+    for i, table in enumerate(raw):
+        prefix = f"imap[{i}]."
+        account = read_table(ImapAccountSettings, table, source, prefix)
+        if bool(account.dossier) == account.catch_all:
+            raise ConfigError(source, prefix + "dossier", "set either dossier or catch_all = true")
+        if not Path(account.password_file).is_file():
+            raise ConfigError(source, prefix + "password_file", "no such file")
+        accounts.append(account)
+    names = [a.name for a in accounts]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "imap", "account names must be unique")
+    return accounts
 
 
 def _check_smtp(settings: Settings) -> None:

@@ -17,6 +17,7 @@ import structlog
 from gateway import office
 from gateway.config import Settings
 from gateway.intake import sender_auth, smtp
+from gateway.intake.imap import ImapPoller
 from gateway.outbound.worker import DeliveryRunner
 from gateway.pipeline import PipelineRunner
 from gateway.store.db import check_current, open_store
@@ -50,6 +51,9 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(pipeline.run(), name="pipeline"),
         asyncio.create_task(delivery.run(), name="delivery"),
     ]
+    for account in settings.imap:
+        poller = ImapPoller(account, store, settings.intake, pipeline.wake)
+        runners.append(asyncio.create_task(poller.run(), name=f"imap:{account.name}"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
