@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/gateway.example.toml
-APT_PACKAGES := openssh-server postgresql
+APT_PACKAGES := openssh-server postgresql dovecot-imapd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test venv test-deps lint

@@ -32,7 +32,15 @@ from gateway.commands.common import (
 from gateway.logging import configure as configure_logging
 from gateway.outbound import queue
 from gateway.store.db import SchemaOutdated, check_current, open_store, upgrade
-from gateway.store.models import Delivery, DocStatus, Document, Dossier, Event, Integration
+from gateway.store.models import (
+    Delivery,
+    DocStatus,
+    Document,
+    Dossier,
+    Event,
+    Integration,
+    Message,
+)
 
 EX_REFUSED = 1
 EX_UNAVAILABLE = 69
@@ -77,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     _doc_commands(sub)
     cli_rules.register(sub)
     queue_commands.register(sub)
+    _quarantine_commands(sub)
     return parser
 
 
@@ -100,6 +109,33 @@ def _dossier_commands(sub: Any) -> None:
     show.add_argument("slug")
     json_flag(show)
     show.set_defaults(func=cmd_dossier_show)
+    _sender_commands(group)
+
+
+def _sender_commands(group: Any) -> None:
+    for name, verb in (("allow", "add to"), ("disallow", "remove from")):
+        cmd = group.add_parser(name, help=f"{verb} the dossier's allowed senders")
+        cmd.add_argument("slug")
+        cmd.add_argument("entries", nargs="+", metavar="ADDRESS|@DOMAIN")
+        cmd.set_defaults(func=cmd_dossier_senders, change=name)
+    lst = group.add_parser("senders", help="the dossier's allowed senders (empty: anyone)")
+    lst.add_argument("slug")
+    json_flag(lst)
+    lst.set_defaults(func=cmd_dossier_senders, change=None, entries=[])
+
+
+def _quarantine_commands(sub: Any) -> None:
+    group = sub.add_parser("quarantine", help="messages kept aside").add_subparsers(required=True)
+    lst = group.add_parser("list", help="quarantined messages, oldest first")
+    json_flag(lst)
+    lst.set_defaults(func=cmd_quarantine_list)
+    for name, what in (
+        ("release", "process the messages after all (sender checks are skipped)"),
+        ("drop", "never process the messages (they stay recorded as dropped)"),
+    ):
+        cmd = group.add_parser(name, help=what)
+        cmd.add_argument("ids", type=int, nargs="+", metavar="ID")
+        cmd.set_defaults(func=cmd_quarantine_act, action=name)
 
 
 def _integration_commands(sub: Any) -> None:
@@ -202,6 +238,74 @@ def cmd_dossier_show(args: argparse.Namespace) -> int:
     return with_session(args, work)
 
 
+def cmd_dossier_senders(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        if args.change == "allow":
+            patterns = office.allow_senders(session, args.slug, args.entries)
+        elif args.change == "disallow":
+            patterns = office.disallow_senders(session, args.slug, args.entries)
+        else:
+            patterns = office.allowed_senders(session, args.slug)
+        if getattr(args, "json", False):
+            print(json.dumps({"dossier": args.slug, "allowed_senders": patterns}))
+        elif patterns:
+            print("\n".join(patterns))
+        else:
+            print(f"dossier {args.slug}: no allowed senders, anyone may send")
+        return 0
+
+    return with_session(args, work)
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        rows = session.scalars(
+            select(Message).where(Message.verdict == "quarantined").order_by(Message.id)
+        )
+        emit((message_view(m) for m in rows), args.json, _message_line)
+        return 0
+
+    return with_session(args, work)
+
+
+def cmd_quarantine_act(args: argparse.Namespace) -> int:
+    store = checked_store(load_settings(args))
+    refused = 0
+    for message_id in args.ids:
+        with store.session.begin() as session:
+            row = session.get(Message, message_id)
+            if row is None or row.verdict != "quarantined":
+                print(f"gateway: message {message_id} is not in quarantine", file=sys.stderr)
+                refused += 1
+                continue
+            if args.action == "release":
+                row.verdict = "released"
+                row.processed_at = None
+            else:
+                row.verdict = "dropped"
+            session.add(
+                Event(kind=f"message_{row.verdict}", message_id=row.id, detail={"was": row.reason})
+            )
+            print(f"message {message_id}: {row.verdict}")
+    return EX_REFUSED if refused else 0
+
+
+def message_view(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "source": m.source,
+        "source_ref": m.source_ref,
+        "received_at": m.received_at.isoformat(),
+        "mail_from": m.mail_from,
+        "header_from": m.header_from,
+        "subject": m.subject,
+        "dossiers": [r["dossier"] for r in m.routes],
+        "verdict": m.verdict,
+        "reason": m.reason,
+        "size": m.size,
+    }
+
+
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -246,6 +350,7 @@ def doc_view(doc: Document) -> dict[str, Any]:
         "size": doc.size,
         "sha256": doc.blob_sha256,
         "message": doc.message_id,
+        "source": doc.message.source if doc.message else "",
         "created_at": doc.created_at.isoformat(),
         "sent_at": doc.sent_at.isoformat() if doc.sent_at else None,
     }
@@ -329,6 +434,11 @@ def _integration_line(i: dict[str, Any]) -> str:
 
 def _doc_line(d: dict[str, Any]) -> str:
     note = d["status_reason"] or (d["reason"] if d["type"] == "unrecognised" else "")
-    return f"{d['id']:>6} {d['dossier']:<16} {d['status']:<8} {d['type']:<22} {d['filename']}" + (
-        f"  ({note})" if note else ""
-    )
+    head = f"{d['id']:>6} {d['dossier']:<16} {d['source']:<6} {d['status']:<8} {d['type']:<22}"
+    return f"{head} {d['filename']}" + (f"  ({note})" if note else "")
+
+
+def _message_line(m: dict[str, Any]) -> str:
+    sender = m["header_from"] or m["mail_from"] or "-"
+    where = ",".join(m["dossiers"]) or "-"
+    return f"{m['id']:>6} {m['source']:<6} {where:<16} {sender[:40]:<40} {m['reason']}"

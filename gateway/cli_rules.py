@@ -151,7 +151,10 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         dossier = session.scalars(select(Dossier).where(Dossier.slug == args.dossier)).first()
         if dossier is None:
             raise CommandRefused(f"no dossier {args.dossier!r}")
-        parts, envelope = _input(args, data, dossier)
+        try:
+            parts, envelope = _input(args, data, dossier, settings.mime)
+        except mime.Quarantine as exc:
+            raise CommandRefused(f"{args.file}: the message would be quarantined: {exc}") from None
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, settings.rules)
         options = recognition_options(settings.recognition)
@@ -188,14 +191,14 @@ def cmd_doc_set_type(args: argparse.Namespace) -> int:
 
 
 def _input(
-    args: argparse.Namespace, data: bytes, dossier: Dossier
+    args: argparse.Namespace, data: bytes, dossier: Dossier, limits: config.MimeSettings
 ) -> tuple[list[mime.Part], Envelope]:
     """An .eml is taken apart like the daemon does; any other file is one bare document."""
     if args.file.suffix.lower() == ".eml" or _HEADER_LINES.match(data):
-        message = mime.parse(data)
-        head = mime.headers(message)
+        head = mime.headers(mime.parse(data, headers_only=True))
         recipients = tuple(a.address for a in dossier.addresses[:1])
-        return mime.attachments(message), Envelope(head.header_from, recipients, head.subject)
+        parts = mime.extract(data, limits).parts
+        return parts, Envelope(head.header_from, recipients, head.subject)
     name = safe_filename(args.file.name)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     recipient = args.recipient or next((a.address for a in dossier.addresses), "")

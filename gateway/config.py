@@ -8,6 +8,7 @@ operator fixing a config at 3 a.m. needs exactly those three things.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -74,6 +75,78 @@ class SmtpSettings:
     hostname: str = "gateway.localhost"
     max_message_size: int = field(default=25 * 1024 * 1024, metadata=_positive())
     timeout: float = field(default=300.0, metadata=_positive())
+    max_recipients: int = field(default=100, metadata=_positive())
+    max_sessions: int = field(default=100, metadata=_positive())
+    max_line_length: int = field(default=1000, metadata=_check(lambda v: v >= 100, ">= 100"))
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_tls: bool = False
+
+
+SENDER_POLICIES = ("off", "header", "aligned")
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """What every door shares: how senders are authenticated against the allowed lists."""
+
+    sender_policy: str = field(
+        default="header",
+        metadata=_check(lambda v: v in SENDER_POLICIES, "off, header or aligned"),
+    )
+    # The authserv-id whose Authentication-Results header is trusted on IMAP intake (the
+    # mailbox provider's); any other such header is ignored. Empty: none is trusted.
+    trusted_authserv_id: str = ""
+    # "host" or "host:port" of the DNS resolver for SPF and DKIM; empty: the system's.
+    dns_resolver: str = field(
+        default="",
+        metadata=_check(
+            lambda v: v == "" or bool(re.fullmatch(r"[^:\s]+(:\d{1,5})?", v)), "host or host:port"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ImapAccountSettings:
+    """One mailbox the IMAP door polls; it feeds `dossier`, or routes by Delivered-To /
+    X-Original-To when the operator declares it a `catch_all`."""
+
+    name: str
+    host: str
+    user: str
+    password_file: str
+    port: int = field(default=993, metadata=_port())
+    tls: str = field(default="ssl", metadata=_check(lambda v: v in ("ssl", "none"), "ssl or none"))
+    ca_file: str = ""
+    folder: str = "INBOX"
+    dossier: str = ""
+    catch_all: bool = False
+    post_action: str = field(
+        default="move", metadata=_check(lambda v: v in ("move", "flag"), "move or flag")
+    )
+    processed_folder: str = "Processed"
+    flag: str = "$GatewayTaken"
+    idle: bool = True
+    poll_interval: float = field(default=60.0, metadata=_positive())
+    timeout: float = field(default=60.0, metadata=_positive())
+    reconnect_max: float = field(default=300.0, metadata=_positive())
+    max_messages_per_run: int = field(default=100, metadata=_positive())
+    max_bytes_per_run: int = field(default=200 * 1024 * 1024, metadata=_positive())
+    max_message_size: int = field(default=50 * 1024 * 1024, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class MimeSettings:
+    """How far a message is taken apart; past a limit the message goes to quarantine."""
+
+    max_parts: int = field(default=500, metadata=_positive())
+    max_depth: int = field(default=20, metadata=_positive())
+    max_header_bytes: int = field(default=102400, metadata=_positive())
+    small_image_bytes: int = field(default=20 * 1024, metadata=_check(lambda v: v >= 0, ">= 0"))
+    zip_max_entries: int = field(default=500, metadata=_positive())
+    zip_max_total: int = field(default=200 * 1024 * 1024, metadata=_positive())
+    zip_max_ratio: int = field(default=200, metadata=_positive())
+    zip_max_depth: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))
 
 
 @dataclass(frozen=True)
@@ -125,6 +198,8 @@ class DossierSettings:
     addresses: list[str] = field(default_factory=list)
     auto_send: bool = False
     ibans: list[str] = field(default_factory=list)
+    # None leaves the list to the CLI; a list (even empty) is applied exactly at every start.
+    allowed_senders: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +224,9 @@ class Settings:
     dossiers: list[DossierSettings]
     recognition: RecognitionSettings = field(default_factory=RecognitionSettings)
     rules: list[Rule] = field(default_factory=list)
+    mime: MimeSettings = MimeSettings()
+    intake: IntakeSettings = IntakeSettings()
+    imap: list[ImapAccountSettings] = field(default_factory=list)
 
     @property
     def blob_dir(self) -> Path:
@@ -255,8 +333,11 @@ TOP_LEVEL = {
     "dossiers",
     "recognition",
     "rules",
+    "mime",
+    "intake",
+    "imap",
 }
-TABLES = ("gateway", "database", "smtp", "delivery", "metrics", "daemon")
+TABLES = ("gateway", "database", "smtp", "delivery", "metrics", "daemon", "mime", "intake")
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -281,6 +362,9 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         dossiers=_dossiers(data.get("dossiers", []), source),
         recognition=_recognition(data.get("recognition", {}), source),
         rules=_rules(data.get("rules", []), source),
+        mime=read_table(MimeSettings, tables["mime"], source, "mime."),
+        intake=read_table(IntakeSettings, tables["intake"], source, "intake."),
+        imap=_imap_accounts(data.get("imap", []), source),
     )
     _check_references(settings)
     return settings
@@ -328,8 +412,38 @@ def _rules(raw: Any, source: str) -> list[Rule]:
     return rules
 
 
+def _imap_accounts(raw: Any, source: str) -> list[ImapAccountSettings]:
+    if not isinstance(raw, list):
+        raise ConfigError(source, "imap", "expected an array of tables [[imap]]")
+    accounts = []
+    for i, table in enumerate(raw):
+        prefix = f"imap[{i}]."
+        account = read_table(ImapAccountSettings, table, source, prefix)
+        if bool(account.dossier) == account.catch_all:
+            raise ConfigError(source, prefix + "dossier", "set either dossier or catch_all = true")
+        if not Path(account.password_file).is_file():
+            raise ConfigError(source, prefix + "password_file", "no such file")
+        accounts.append(account)
+    names = [a.name for a in accounts]
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "imap", "account names must be unique")
+    return accounts
+
+
+def _check_smtp(settings: Settings) -> None:
+    smtp = settings.smtp
+    if smtp.require_tls and not smtp.tls_cert:
+        raise ConfigError(settings.source, "smtp.require_tls", "needs smtp.tls_cert (and tls_key)")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(smtp, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(settings.source, f"smtp.{key}", f"no such file: {path}")
+
+
 def _check_references(settings: Settings) -> None:
     from gateway.outbound.kinds import parse_options
+
+    _check_smtp(settings)
 
     names = set()
     for i, entry in enumerate(settings.integrations):

@@ -20,7 +20,8 @@ import structlog
 from sqlalchemy import func, select
 
 from gateway import config, office
-from gateway.intake import smtp
+from gateway.intake import sender_auth, smtp
+from gateway.intake.imap import ImapPoller
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
@@ -55,6 +56,7 @@ class Daemon:
             self.delivery.wake,
             recognition_options(settings.recognition),
             settings.rules,
+            settings.mime,
         )
         self.health = HealthServer(self.store, [self._listening])
         self.smtp_server: asyncio.Server | None = None
@@ -71,11 +73,20 @@ class Daemon:
     async def _start(self) -> None:
         check_current(self.store.engine)
         await asyncio.to_thread(self._provision, self.settings)
-        self.smtp_server = await smtp.start(self.settings.smtp, self.store, self.pipeline.wake.set)
+        intake = self.settings.intake
+        if intake.dns_resolver:
+            host, _, port = intake.dns_resolver.partition(":")
+            sender_auth.use_resolver(host, int(port or 53))
+        self.smtp_server = await smtp.start(
+            self.settings.smtp, self.store, self.pipeline.wake.set, intake
+        )
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
         self._spawn(self.pipeline.run(), "pipeline")
         self._spawn(self.delivery.run(), "delivery")
+        for account in self.settings.imap:
+            poller = ImapPoller(account, self.store, intake, self.pipeline.wake)
+            self._spawn(poller.run(), f"imap:{account.name}")
         self._spawn(self._report_status(), "status")
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec > 0:

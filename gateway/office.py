@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import DossierSettings, IntegrationEntry, Settings
+from gateway.intake import senders
 from gateway.outbound.kinds import parse_options
 from gateway.rules.statement import is_valid_iban, normalize_account
-from gateway.store.models import Address, Dossier, Integration
+from gateway.store.models import Address, AllowedSender, Dossier, Integration
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 HOSTNAME = re.compile(
@@ -62,6 +63,8 @@ def put_dossier(session: Session, spec: DossierSettings) -> Dossier:
     row.integration_id = integration_id
     session.flush()
     _set_addresses(session, row, spec.addresses)
+    if spec.allowed_senders is not None:
+        set_allowed_senders(session, row, spec.allowed_senders)
     return row
 
 
@@ -71,6 +74,62 @@ def _iban(value: str) -> str:
     if not is_valid_iban(iban):
         raise SetupError(f"IBAN {value!r}: not a valid IBAN (country, check digits, account)")
     return iban
+
+
+def find_dossier(session: Session, slug: str) -> Dossier:
+    row = session.scalars(select(Dossier).where(Dossier.slug == slug)).first()
+    if row is None:
+        raise SetupError(f"no dossier {slug!r} (see `gateway dossier list`)")
+    return row
+
+
+def _patterns(entries: list[str]) -> set[str]:
+    try:
+        return {senders.normalize_pattern(e) for e in entries}
+    except senders.BadPattern as exc:
+        raise SetupError(str(exc)) from None
+
+
+def set_allowed_senders(session: Session, dossier: Dossier, entries: list[str]) -> None:
+    """The dossier's list becomes exactly `entries` (addresses or `@domain`)."""
+    wanted = _patterns(entries)
+    dossier.allowed_senders = [s for s in dossier.allowed_senders if s.pattern in wanted]
+    have = {s.pattern for s in dossier.allowed_senders}
+    dossier.allowed_senders.extend(AllowedSender(pattern=p) for p in sorted(wanted - have))
+    session.flush()
+
+
+def allow_senders(session: Session, slug: str, entries: list[str]) -> list[str]:
+    """Add entries to the dossier's list; returns the whole list."""
+    dossier = find_dossier(session, slug)
+    current = [s.pattern for s in dossier.allowed_senders]
+    set_allowed_senders(session, dossier, current + sorted(_patterns(entries)))
+    return sorted(s.pattern for s in dossier.allowed_senders)
+
+
+def disallow_senders(session: Session, slug: str, entries: list[str]) -> list[str]:
+    """Remove entries from the dossier's list; an entry not on it is an error."""
+    dossier = find_dossier(session, slug)
+    gone = _patterns(entries)
+    current = {s.pattern for s in dossier.allowed_senders}
+    missing = sorted(gone - current)
+    if missing:
+        raise SetupError(f"dossier {slug}: not on the allowed senders: {', '.join(missing)}")
+    set_allowed_senders(session, dossier, sorted(current - gone))
+    return sorted(s.pattern for s in dossier.allowed_senders)
+
+
+def allowed_patterns(session: Session, slug: str) -> list[str]:
+    """The allowed-sender patterns of dossier `slug` (empty: anyone), for the doors."""
+    return list(
+        session.scalars(
+            select(AllowedSender.pattern).join(Dossier).where(Dossier.slug == slug)
+        ).all()
+    )
+
+
+def allowed_senders(session: Session, slug: str) -> list[str]:
+    return sorted(s.pattern for s in find_dossier(session, slug).allowed_senders)
 
 
 def _integration_id(session: Session, name: str) -> int | None:
@@ -140,4 +199,5 @@ def dossier_view(row: Dossier) -> dict[str, Any]:
         "integration": row.integration.name if row.integration else "none",
         "addresses": [a.address for a in row.addresses],
         "ibans": list(row.ibans),
+        "allowed_senders": sorted(s.pattern for s in row.allowed_senders),
     }

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings, RecognitionSettings
+from gateway.config import DeliverySettings, MimeSettings, RecognitionSettings
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
@@ -40,12 +40,14 @@ class PipelineRunner:
         on_queued: asyncio.Event,
         recognition: Options | None = None,
         rules: Sequence[Rule] = (),
+        mime_limits: MimeSettings | None = None,
     ) -> None:
         self.store = store
         self.delivery = delivery
         self.on_queued = on_queued
         self.recognition = recognition or Options()
         self.rules = tuple(rules)
+        self.mime_limits = mime_limits or MimeSettings()
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -93,11 +95,23 @@ class PipelineRunner:
             self.on_queued.set()
 
     def _documents(self, session: Session, message: Message) -> int:
-        parts = mime.attachments(mime.parse(self.store.blobs.get(message.raw_sha256)))
-        dossiers = _recipient_dossiers(session, message.recipients)
+        try:
+            extraction = mime.extract(self.store.blobs.get(message.raw_sha256), self.mime_limits)
+        except mime.Quarantine as exc:
+            _quarantine(session, message, str(exc))
+            return 0
+        parts = extraction.parts
+        if extraction.skipped:
+            skipped = [
+                {"name": s.name, "type": s.media_type, "why": s.why} for s in extraction.skipped
+            ]
+            session.add(
+                Event(kind="parts_skipped", message_id=message.id, detail={"parts": skipped})
+            )
+        dossiers = _message_dossiers(session, message)
         queued = 0
-        for dossier in dossiers:
-            for doc, allowed in self._dossier_documents(session, message, dossier, parts):
+        for dossier, hint in dossiers:
+            for doc, allowed in self._dossier_documents(session, message, dossier, parts, hint):
                 if allowed and _auto_sendable(dossier, doc):
                     queue.enqueue(session, doc, self.delivery)
                     queued += 1
@@ -105,18 +119,26 @@ class PipelineRunner:
         if not dossiers:
             message.reason = "no dossier owns any of the recipients any more"
         elif not parts:
-            message.reason = "no attachments"
+            message.reason = "no documents in this message"
         return queued
 
     def _dossier_documents(
-        self, session: Session, message: Message, dossier: Dossier, parts: list[mime.Part]
+        self,
+        session: Session,
+        message: Message,
+        dossier: Dossier,
+        parts: list[mime.Part],
+        hint: str,
     ) -> list[tuple[Document, bool]]:
         """One document per part, except a PDF that shows another part: it becomes the visual.
         Each comes with whether the policy allows auto-sending it."""
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, self.rules)
         envelope = Envelope(
-            message.mail_from or message.header_from, tuple(message.recipients), message.subject
+            message.mail_from or message.header_from,
+            tuple(message.recipients),
+            message.subject,
+            hint,
         )
         docs = []
         for item in plan(parts, facts, policy, envelope, self.recognition):
@@ -239,6 +261,25 @@ def _mark_duplicate(session: Session, doc: Document) -> None:
             note = f"duplicate of document {first.id} ({why})"
             doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
             return
+
+
+def _quarantine(session: Session, message: Message, reason: str) -> None:
+    """Kept whole and aside: visible with `gateway quarantine list`, never silently lost."""
+    message.processed_at = utcnow()
+    message.verdict = "quarantined"
+    message.reason = reason
+    session.add(Event(kind="message_quarantined", message_id=message.id, detail={"reason": reason}))
+    log.warning("message_quarantined", message=message.id, reason=reason)
+
+
+def _message_dossiers(session: Session, message: Message) -> list[tuple[Dossier, str]]:
+    """The dossiers the door routed the message to, with their type hints; messages stored
+    before doors recorded routes are routed by their exact recipient addresses."""
+    if not message.routes:
+        return [(d, "") for d in _recipient_dossiers(session, message.recipients)]
+    hints = {r["dossier"]: r.get("hint", "") for r in message.routes}
+    rows = session.scalars(select(Dossier).where(Dossier.slug.in_(hints)).order_by(Dossier.id))
+    return [(d, hints[d.slug]) for d in rows]
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:

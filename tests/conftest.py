@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 from corpus_dir import CORPUS
+from integration.dovecot import Dovecot, start_dovecot
 from integration.servers import Postgres, ServerUnavailable, Sshd, start_postgres, start_sshd
 
 T = TypeVar("T")
@@ -43,6 +44,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A real PostgreSQL cluster; tests take a fresh database each with `create_database`."""
     server = _start_or_skip(start_postgres, tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A real Dovecot IMAP server; each test empties the account with `reset_mailbox`."""
+    server = _start_or_skip(start_dovecot, tmp_path_factory.mktemp("dovecot"))
     try:
         yield server
     finally:

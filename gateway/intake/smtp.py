@@ -1,58 +1,159 @@
 """The SMTP door (aiosmtpd), created inside the daemon's own event loop.
 
 Routing is on the envelope recipient only: an address no dossier owns is refused at RCPT, so
-the gateway can never relay. `250` is answered only after `accept_message` has fsync'd the raw
-message and committed its row; any failure on the way answers `451 4.3.0` so the client keeps
-the message and tries again, never aiosmtpd's default `500`.
+the gateway can never relay. A sender a dossier does not allow is refused at RCPT when the
+envelope already shows it, else after DATA, with `550 5.7.1`. `250` is answered only after
+`accept_message` has fsync'd the raw message and committed its row; any failure on the way
+answers `451 4.3.0` so the client keeps the message and tries again, never aiosmtpd's `500`.
+
+Limits are explicit (size, recipients, line length, sessions, idle time) and every refusal
+carries an enhanced status code, including the replies aiosmtpd words itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, AnyStr
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import select
 
-from gateway.config import SmtpSettings
+from gateway.config import IntakeSettings, SmtpSettings
+from gateway.intake import routing, sender_auth, senders, smtp_checks
 from gateway.intake.accept import Envelope as IntakeEnvelope
-from gateway.intake.accept import accept_message
+from gateway.intake.accept import Route, accept_message
+from gateway.office import allowed_patterns
 from gateway.store.db import Store
-from gateway.store.models import Address
 
 log = structlog.get_logger(__name__)
 
 TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
+TOO_BUSY = "421 4.7.0 Too many connections, try again later"
+# aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
+ENHANCED = {
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+}
+
+Authenticate = Callable[[bytes, str, str, str], sender_auth.Evidence]
 
 
+@dataclass
+class Target:
+    """One dossier the current transaction is for, with its allowed senders."""
+
+    route: Route
+    patterns: list[str]
+
+
+class GatewayEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[Target] = []
+
+
+@dataclass
+class SessionGate:
+    """Counts sessions across all connections; past `limit` new ones get 421."""
+
+    limit: int
+    active: int = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+class GatewaySMTP(SMTP):
+    def __init__(self, handler: Handler, gate: SessionGate, line_length: int, **kw: Any) -> None:
+        self.line_length_limit = line_length
+        super().__init__(handler, **kw)
+        self.gate = gate
+
+    def _create_envelope(self) -> GatewayEnvelope:
+        return GatewayEnvelope()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            await super().push(ENHANCED.get(status, status))
+        else:
+            await super().push(status)
+
+    async def _handle_client(self) -> None:
+        if not self.gate.enter():
+            log.warning("smtp_too_many_sessions", peer=_peer(self.session), limit=self.gate.limit)
+            await self.push(TOO_BUSY)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            self.gate.leave()
+
+
+@dataclass
 class Handler:
-    def __init__(self, store: Store, on_accept: Callable[[], None]) -> None:
-        self.store = store
-        self.on_accept = on_accept
+    store: Store
+    on_accept: Callable[[], None]
+    smtp: SmtpSettings
+    intake: IntakeSettings
+    authenticate: Authenticate = field(default_factory=lambda: sender_auth.smtp_evidence)
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+        self, server: SMTP, session: Session, envelope: GatewayEnvelope, address: str, options: Any
     ) -> str:
+        if len(envelope.rcpt_tos) >= self.smtp.max_recipients:
+            return smtp_checks.TOO_MANY_RECIPIENTS
         try:
-            known = await asyncio.to_thread(self._is_dossier_address, address)
+            target = await asyncio.to_thread(self._target, address)
         except Exception:
             log.exception("smtp_rcpt_lookup_failed", rcpt=address)
             return TEMPFAIL
-        if not known:
+        if target is None:
             log.info("smtp_rcpt_refused", rcpt=address, peer=_peer(session))
             return f"550 5.1.1 <{address}>: no dossier has this address"
+        slug = target.route.dossier
+        verdict = senders.check_envelope(slug, target.patterns, envelope.mail_from or "")
+        if not verdict.allowed:
+            log.info("smtp_sender_refused", rcpt=address, dossier=slug, at="rcpt")
+            return smtp_checks.refusal(verdict)
         envelope.rcpt_tos.append(address)
+        if all(t.route.dossier != slug for t in envelope.targets):
+            envelope.targets.append(target)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: GatewayEnvelope) -> str:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return "554 5.6.0 Message content could not be read"
-        intake = IntakeEnvelope("smtp", envelope.mail_from or "", list(envelope.rcpt_tos))
+        if smtp_checks.has_bare_line_ending(raw):
+            log.info("smtp_bare_line_ending", peer=_peer(session), size=len(raw))
+            return smtp_checks.BARE_LINE_ENDING
         try:
-            accepted = await asyncio.to_thread(accept_message, self.store, raw, intake)
+            refusal, auth = await self._check_senders(session, envelope, raw)
+            if refusal:
+                return refusal
+            intake = IntakeEnvelope(
+                "smtp",
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                routes=[t.route for t in envelope.targets],
+            )
+            accepted = await asyncio.to_thread(accept_message, self.store, raw, intake, auth=auth)
         except Exception:
             log.exception("smtp_accept_failed", peer=_peer(session), size=len(raw))
             return TEMPFAIL
@@ -66,38 +167,87 @@ class Handler:
         self.on_accept()
         return f"250 2.0.0 Ok: queued as {accepted.message_id}"
 
+    async def _check_senders(
+        self, session: Session, envelope: GatewayEnvelope, raw: bytes
+    ) -> tuple[str, dict[str, Any]]:
+        """("", evidence) when every dossier of the transaction allows this message, else
+        the refusal of the first that does not."""
+        guarded = [t for t in envelope.targets if t.patterns]
+        policy = senders.SenderPolicy(self.intake.sender_policy)
+        if not guarded:
+            return "", {}
+        evidence = sender_auth.Evidence()
+        if policy is senders.SenderPolicy.ALIGNED:
+            peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
+            evidence = await asyncio.to_thread(
+                self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
+            )
+        from_values = smtp_checks.header_values(raw, "From")
+        for target in guarded:
+            verdict = senders.check_message(
+                target.route.dossier,
+                target.patterns,
+                envelope.mail_from or "",
+                from_values,
+                policy,
+                evidence.passed,
+                evidence.temporary,
+            )
+            if not verdict.allowed:
+                log.info("smtp_sender_refused", dossier=target.route.dossier, at="data")
+                return smtp_checks.refusal(verdict), evidence.results
+        return "", evidence.results
+
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp_session_error", error=repr(error))
         return TEMPFAIL
 
-    def _is_dossier_address(self, address: str) -> bool:
+    def _target(self, address: str) -> Target | None:
         with self.store.session() as session:
-            found = session.scalars(
-                select(Address.id).where(Address.address == address.strip().lower())
-            ).first()
-            return found is not None
+            route = routing.resolve(session, address)
+            if route is None:
+                return None
+            return Target(route, allowed_patterns(session, route.dossier))
 
 
-def _peer(session: Session) -> str:
-    peer = session.peer
+def _peer(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+    return context
+
+
 async def start(
-    settings: SmtpSettings, store: Store, on_accept: Callable[[], None]
+    settings: SmtpSettings,
+    store: Store,
+    on_accept: Callable[[], None],
+    intake: IntakeSettings | None = None,
 ) -> asyncio.Server:
-    handler = Handler(store, on_accept)
+    handler = Handler(store, on_accept, settings, intake or IntakeSettings())
+    gate = SessionGate(settings.max_sessions)
+    context = tls_context(settings)
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
-        return SMTP(
+        return GatewaySMTP(
             handler,
+            gate,
+            settings.max_line_length,
             hostname=settings.hostname,
             data_size_limit=settings.max_message_size,
             timeout=settings.timeout,
             enable_SMTPUTF8=True,
             decode_data=False,
             ident="gateway ESMTP",
+            tls_context=context,
+            require_starttls=settings.require_tls,
         )
 
     return await loop.create_server(protocol, settings.host, settings.port)

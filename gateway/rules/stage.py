@@ -7,12 +7,13 @@ and `gateway rules test` (which prints it), so what the test shows is what the d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.rules.bundle import Item, pair_visuals
 from gateway.rules.policy import Outcome, Rule, Subject, evaluate
 from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
+from gateway.store.models import DocType
 
 
 class FilePart(Protocol):
@@ -29,6 +30,17 @@ class Envelope:
     sender: str
     recipients: tuple[str, ...]
     subject: str
+    # The `+purchase`-style sub-address the message came in on for this dossier, if any.
+    hint: str = ""
+
+
+# What an address hint means when the document itself does not decide its type.
+HINT_TYPES = {
+    "purchase": DocType.PURCHASE_INVOICE,
+    "sales": DocType.SALES_INVOICE,
+    "bank": DocType.BANK_STATEMENT,
+    "other": DocType.OTHER,
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,10 @@ def plan(
     envelope: Envelope,
     options: Options,
 ) -> list[Planned]:
-    found = [recognize(p.filename, p.media_type, p.data, dossier, options) for p in parts]
+    found = [
+        _hinted(recognize(p.filename, p.media_type, p.data, dossier, options), envelope.hint)
+        for p in parts
+    ]
     shows = pair_visuals([Item(p.filename, f) for p, f in zip(parts, found, strict=True)])
     shown_by = {doc: pdf for pdf, doc in shows.items()}
     planned = []
@@ -69,3 +84,11 @@ def plan(
         )
         planned.append(Planned(index, recognition, visual, evaluate(policy, subject)))
     return planned
+
+
+def _hinted(found: Recognition, hint: str) -> Recognition:
+    """The sender's `+hint` types what the content left open; the content always wins."""
+    if found.doc_type is not None or hint not in HINT_TYPES:
+        return found
+    reason = f"type from the address hint +{hint}" + (f" ({found.reason})" if found.reason else "")
+    return replace(found, doc_type=HINT_TYPES[hint], reason=reason)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -143,7 +144,8 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(20))
-    # sha256 of source + Message-ID + raw hash: the same message taken twice is one row.
+    # sha256 of Message-ID + raw hash + target dossiers: the same message taken twice, by any
+    # door, for the same dossiers is one row.
     intake_key: Mapped[str] = mapped_column(String(64), unique=True)
     mail_from: Mapped[str] = mapped_column(String(320), default="")
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -156,6 +158,13 @@ class Message(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column()
+    # Where the message came from beyond its door: "account/folder/UIDVALIDITY/UID" for IMAP,
+    # the path under the drop root for the folder; empty for SMTP.
+    source_ref: Mapped[str] = mapped_column(Text, default="")
+    # The dossiers it is for, decided by the door: [{"dossier": slug, "hint": "purchase"}, ...].
+    routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Sender authentication evidence (SPF, DKIM, alignment) kept for audit.
+    auth: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class Document(Base):
@@ -188,6 +197,24 @@ class Document(Base):
     matched_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     dossier: Mapped[Dossier] = relationship()
+    message: Mapped[Message | None] = relationship()
+
+
+class ImapSeen(Base):
+    """An IMAP message already taken, recorded in the transaction that stores it: the key to
+    taking each message exactly once, however the connection or the daemon dies."""
+
+    __tablename__ = "imap_seen"
+    __table_args__ = (UniqueConstraint("account", "folder", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(100))
+    folder: Mapped[str] = mapped_column(String(200))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    # NULL until the post-action (move or flag) was applied on the server.
+    done_at: Mapped[datetime | None] = mapped_column()
 
 
 Index("ix_documents_dossier_blob", Document.dossier_id, Document.blob_sha256)

@@ -1,0 +1,36 @@
+"""Checks on an SMTP transaction's raw bytes, kept apart from aiosmtpd so that a streaming DATA
+reader can call the same functions on what it has read."""
+
+from __future__ import annotations
+
+import re
+from email import policy
+from email.parser import BytesParser
+
+from gateway.intake import senders
+
+# A CR not followed by LF, or an LF not preceded by CR: the raw material of SMTP smuggling
+# (CVE-2023-51764 class). RFC 5321 §2.3.8 forbids both in DATA; we refuse rather than repair.
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+BARE_LINE_ENDING = (
+    "550 5.6.0 Message refused: bare CR or LF in the content (every line must end in CRLF)"
+)
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    return _BARE.search(data) is not None
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    """Every raw value of header `name` in the top-level header block."""
+    message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+    return [str(v) for k, v in message.raw_items() if k.lower() == name.lower()]
+
+
+def refusal(verdict: senders.Verdict) -> str:
+    """The SMTP reply for a refused sender: 451 when the check could not be made."""
+    if verdict.temporary:
+        return f"451 4.7.1 {verdict.reason}; try again later"
+    return f"550 5.7.1 {verdict.reason}"

@@ -1,0 +1,325 @@
+"""The SMTP door as a client sees it: routing on the envelope, allowed senders refused at RCPT
+or after DATA, explicit limits with enhanced status codes, STARTTLS, and smuggling refused."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+import pytest
+import trustme
+from integration.smtp_door import SmtpDoor, dossier
+
+from gateway.config import DeliverySettings
+from gateway.pipeline import PipelineRunner
+
+GOOD = "alice@allowed.example"
+
+
+def _mail(sender: str = GOOD, to: str = "acme@docs.office.example", pdf: bool = True) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = "invoice"
+    msg["Message-ID"] = f"<{time.monotonic_ns()}@allowed.example>"
+    msg.set_content("attached")
+    if pdf:
+        msg.add_attachment(
+            b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="inv.pdf"
+        )
+    return msg.as_bytes(policy=SMTP)
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Iterator[SmtpDoor]:
+    server = SmtpDoor(
+        tmp_path,
+        [dossier("acme", [GOOD]), dossier("open"), dossier("beta")],
+        max_recipients=3,
+        max_message_size=50_000,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _client(door: SmtpDoor) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", door.port, timeout=10)
+    client.ehlo("client.example")
+    return client
+
+
+def _reply(client: smtplib.SMTP, command: str) -> tuple[int, str]:
+    code, text = client.docmd(command)
+    return code, text.decode()
+
+
+def test_unknown_address_is_refused_at_rcpt_and_nothing_is_stored(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        code, text = client.rcpt("nobody@docs.office.example")
+        assert (code, text.decode()) == (
+            550,
+            "5.1.1 <nobody@docs.office.example>: no dossier has this address",
+        )
+    assert door.messages() == []
+
+
+def test_sub_address_routes_to_the_dossier_with_a_type_hint(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.sendmail(GOOD, ["acme+purchase@docs.office.example"], _mail())
+        client.sendmail(GOOD, ["open+whatever@docs.office.example"], _mail(to="open@x"))
+    routes = [m.routes for m in door.messages()]
+    assert routes == [[{"dossier": "acme", "hint": "purchase"}], [{"dossier": "open", "hint": ""}]]
+
+
+def test_each_dossier_of_one_transaction_gets_its_own_documents(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.sendmail(
+            GOOD,
+            ["acme@docs.office.example", "beta+bank@docs.office.example"],
+            _mail(),
+        )
+    [message] = door.messages()
+    assert sorted(r["dossier"] for r in message.routes) == ["acme", "beta"]
+    runner = PipelineRunner(door.store, DeliverySettings(), on_queued=_Never())
+    assert runner.process_batch() == 1
+    with door.store.session() as session:
+        from gateway.store.models import Document
+
+        docs = sorted((d.dossier.slug, d.filename, d.reason) for d in session.query(Document))
+    assert [(slug, name) for slug, name, _ in docs] == [("acme", "inv.pdf"), ("beta", "inv.pdf")]
+    assert docs[1][2].startswith("type from the address hint +bank")
+
+
+class _Never:
+    def set(self) -> None:
+        pass
+
+
+def test_envelope_sender_not_allowed_is_refused_at_rcpt_naming_the_policy(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail("mallory@evil.example")
+        code, text = client.rcpt("acme@docs.office.example")
+        assert code == 550
+        assert text.decode() == (
+            "5.7.1 dossier acme accepts documents only from its allowed senders: "
+            "envelope sender mallory@evil.example is not allowed"
+        )
+        assert client.rcpt("open@docs.office.example")[0] == 250
+        client.data(_mail("mallory@evil.example"))
+    assert [m.routes for m in door.messages()] == [[{"dossier": "open", "hint": ""}]]
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ("From: mallory@evil.example\r\n", "header From mallory@evil.example is not allowed"),
+        (
+            f"From: {GOOD}\r\nFrom: mallory@evil.example\r\n",
+            "the From header is not exactly one unambiguous mailbox",
+        ),
+        (
+            f"From: {GOOD})<mallory@evil.example>\r\n",
+            "the From header is not exactly one unambiguous mailbox",
+        ),
+    ],
+)
+def test_forged_header_from_is_refused_after_data(door: SmtpDoor, headers: str, why: str) -> None:
+    raw = f"{headers}To: acme@docs.office.example\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    with _client(door) as client:
+        client.mail(GOOD)
+        assert client.rcpt("acme@docs.office.example")[0] == 250
+        code, text = client.data(raw)
+    assert code == 550
+    assert text.decode() == (
+        f"5.7.1 dossier acme accepts documents only from its allowed senders: {why}"
+    )
+    assert door.messages() == []
+
+
+def test_recipient_limit(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        for rcpt in ("acme", "open", "beta"):
+            assert client.rcpt(f"{rcpt}@docs.office.example")[0] == 250
+        code, text = client.rcpt("acme+sales@docs.office.example")
+    assert (code, text.decode()) == (452, "4.5.3 Too many recipients")
+
+
+def test_size_is_advertised_and_enforced_with_552_5_3_4(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        assert client.esmtp_features["size"] == "50000"
+        code, text = _reply(client, "MAIL FROM:<alice@allowed.example> SIZE=60000")
+        assert (code, text) == (552, "5.3.4 Message size exceeds fixed maximum message size")
+        client.mail(GOOD)
+        client.rcpt("open@docs.office.example")
+        code, text = client.data(_mail() + (b"x" * 70 + b"\r\n") * 1000)
+        assert (code, text.decode()) == (552, "5.3.4 Message too big for system")
+    assert door.messages() == []
+
+
+def test_line_too_long_is_refused(door: SmtpDoor) -> None:
+    raw = b"From: alice@allowed.example\r\nSubject: x\r\n\r\n" + b"y" * 1500 + b"\r\n"
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("open@docs.office.example")
+        code, text = client.data(raw)
+    assert (code, text.decode()) == (500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6)")
+    assert door.messages() == []
+
+
+def test_the_same_message_twice_is_stored_once(door: SmtpDoor) -> None:
+    raw = _mail()
+    with _client(door) as client:
+        first = client.sendmail(GOOD, ["acme@docs.office.example"], raw)
+        client.sendmail(GOOD, ["acme@docs.office.example"], raw)
+    assert first == {}
+    assert len(door.messages()) == 1
+
+
+def _raw_session(door: SmtpDoor) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+    assert _read_reply(sock).startswith(b"220")
+    return sock
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """One complete (possibly multi-line) reply."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+        lines = data.split(b"\r\n")
+        if len(lines) > 1 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" ":
+            return data
+
+
+def _send(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    return _read_reply(sock)
+
+
+@pytest.mark.parametrize(
+    "smuggle",
+    [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r.\r\n"],
+    ids=["LF.LF", "LF.CRLF", "CRLF.LF", "CRLF.CR", "CR.CRLF"],
+)
+def test_smuggling_payload_is_refused_and_no_second_message_appears(
+    door: SmtpDoor, smuggle: bytes
+) -> None:
+    sock = _raw_session(door)
+    try:
+        _send(sock, b"EHLO attacker.example\r\n")
+        assert _send(sock, b"MAIL FROM:<alice@allowed.example>\r\n").startswith(b"250")
+        assert _send(sock, b"RCPT TO:<open@docs.office.example>\r\n").startswith(b"250")
+        assert _send(sock, b"DATA\r\n").startswith(b"354")
+        payload = (
+            b"From: alice@allowed.example\r\nSubject: first\r\n\r\nhello"
+            + smuggle
+            + b"MAIL FROM:<ceo@allowed.example>\r\nRCPT TO:<acme@docs.office.example>\r\n"
+            + b"DATA\r\nFrom: ceo@allowed.example\r\n\r\nsmuggled\r\n.\r\n"
+        )
+        reply = _send(sock, payload)
+        assert reply.startswith(b"550 5.6.0"), reply
+        assert _send(sock, b"NOOP\r\n").startswith(b"250")
+    finally:
+        sock.close()
+    assert door.messages() == []
+
+
+def test_session_limit_answers_421_and_frees_up(tmp_path: Path) -> None:
+    door = SmtpDoor(tmp_path, [dossier("open")], max_sessions=2)
+    try:
+        first, second = _raw_session(door), _raw_session(door)
+        third = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+        assert _read_reply(third) == b"421 4.7.0 Too many connections, try again later\r\n"
+        assert third.recv(10) == b""
+        third.close()
+        first.close()
+        deadline = time.monotonic() + 5
+        while True:
+            fourth = socket.create_connection(("127.0.0.1", door.port), timeout=5)
+            greeting = _read_reply(fourth)
+            fourth.close()
+            if greeting.startswith(b"220") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert greeting.startswith(b"220")
+        second.close()
+    finally:
+        door.stop()
+
+
+def test_idle_session_is_closed_after_the_timeout(tmp_path: Path) -> None:
+    door = SmtpDoor(tmp_path, [dossier("open")], timeout=0.5)
+    try:
+        sock = _raw_session(door)
+        started = time.monotonic()
+        assert sock.recv(100) == b""
+        assert time.monotonic() - started < 4
+        sock.close()
+    finally:
+        door.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path, Path]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("gateway.localhost", "127.0.0.1")
+    folder = tmp_path_factory.mktemp("tls")
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    return ca, folder / "cert.pem", folder / "key.pem"
+
+
+def test_require_tls_refuses_mail_before_starttls_and_accepts_after(
+    tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    ca, cert, key = tls_files
+    door = SmtpDoor(
+        tmp_path, [dossier("open")], tls_cert=str(cert), tls_key=str(key), require_tls=True
+    )
+    try:
+        with _client(door) as client:
+            assert "starttls" in client.esmtp_features
+            code, text = _reply(client, "MAIL FROM:<alice@allowed.example>")
+            assert (code, text) == (530, "5.7.0 Must issue a STARTTLS command first")
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            assert client.sendmail(GOOD, ["open@docs.office.example"], _mail()) == {}
+        assert len(door.messages()) == 1
+    finally:
+        door.stop()
+
+
+def test_commands_pipelined_with_starttls_are_discarded(
+    tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    ca, cert, key = tls_files
+    door = SmtpDoor(tmp_path, [dossier("open")], tls_cert=str(cert), tls_key=str(key))
+    try:
+        sock = _raw_session(door)
+        _send(sock, b"EHLO attacker.example\r\n")
+        reply = _send(sock, b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
+        assert reply.startswith(b"220")
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        tls = context.wrap_socket(sock, server_hostname="gateway.localhost")
+        _send(tls, b"EHLO attacker.example\r\n")
+        reply = _send(tls, b"RCPT TO:<open@docs.office.example>\r\n")
+        assert reply.startswith(b"503"), reply
+        tls.close()
+    finally:
+        door.stop()
