@@ -46,6 +46,9 @@ class Outgoing:
     sha256: str
     facts: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    vat: str = ""
+    # An earlier attempt was cut off mid-flight: reconcile, and say so if a copy may double.
+    uncertain: bool = False
 
 
 class Adapter(Protocol):

@@ -23,6 +23,16 @@ def _template() -> Any:
     )
 
 
+DEFAULT_CONCURRENCY = 2
+
+
+def _concurrency() -> Any:
+    return field(
+        default=DEFAULT_CONCURRENCY,
+        metadata={"check": lambda v: 0 < v <= 64, "expected": "a number from 1 to 64"},
+    )
+
+
 def _upload_path() -> Any:
     return field(
         default=DEFAULT_UPLOAD_PATH,
@@ -38,6 +48,7 @@ class DirectoryOptions:
     path: Path
     upload_path: str = _upload_path()
     filename_template: str = _template()
+    concurrency: int = _concurrency()
 
 
 @dataclass(frozen=True)
@@ -49,10 +60,13 @@ class SftpOptions:
         default=22, metadata={"check": lambda v: 0 < v < 65536, "expected": "a port number"}
     )
     password_file: Path | None = None
+    password_credential: str | None = None
     key_file: Path | None = None
     upload_path: str = _upload_path()
     filename_template: str = _template()
     connect_timeout: float = 15.0
+    # Deliveries at once from one gateway process, each on its own pooled connection.
+    concurrency: int = _concurrency()
 
 
 OPTIONS: dict[str, type[DirectoryOptions] | type[SftpOptions]] = {
@@ -77,11 +91,19 @@ def parse_options(
 def _check_sftp(opts: SftpOptions, source: str, prefix: str) -> None:
     from gateway.outbound.sftp import host_key_problem
 
-    if opts.password_file is None and opts.key_file is None:
-        raise ConfigError(source, f"{prefix}key_file", "set key_file or password_file")
+    if opts.password_file is None and opts.key_file is None and opts.password_credential is None:
+        raise ConfigError(
+            source, f"{prefix}key_file", "set key_file, password_file or password_credential"
+        )
     problem = host_key_problem(opts.host_key)
     if problem:
         raise ConfigError(source, f"{prefix}host_key", problem)
+
+
+def concurrency(options: dict[str, Any]) -> int:
+    """How many deliveries one process runs at once for an integration with `options`."""
+    value = options.get("concurrency", DEFAULT_CONCURRENCY)
+    return value if isinstance(value, int) and value > 0 else DEFAULT_CONCURRENCY
 
 
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
