@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 from corpus_dir import CORPUS
+from integration.mailservers import Postfix, start_postfix
 from integration.servers import Postgres, ServerUnavailable, Sshd, start_postgres, start_sshd
 
 T = TypeVar("T")
@@ -43,6 +44,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A real PostgreSQL cluster; tests take a fresh database each with `create_database`."""
     server = _start_or_skip(start_postgres, tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postfix]:
+    """The machine's one Postfix, on a loopback port, delivering books.test to Maildirs."""
+    server = _start_or_skip(lambda _: start_postfix(), tmp_path_factory.mktemp("postfix"))
     try:
         yield server
     finally:

@@ -69,15 +69,44 @@ class SftpOptions:
     concurrency: int = _concurrency()
 
 
-OPTIONS: dict[str, type[DirectoryOptions] | type[SftpOptions]] = {
+TLS_MODES = ("starttls", "tls", "none")
+
+
+@dataclass(frozen=True)
+class MailboxOptions:
+    host: str
+    from_address: str
+    port: int = field(
+        default=587, metadata={"check": lambda v: 0 < v < 65536, "expected": "a port number"}
+    )
+    tls: str = field(
+        default="starttls",
+        metadata={"check": lambda v: v in TLS_MODES, "expected": "starttls, tls or none"},
+    )
+    username: str = ""
+    password_file: Path | None = None
+    password_credential: str | None = None
+    # Destination per document type; `to` catches the types without one of their own.
+    to: str = ""
+    to_purchase: str = ""
+    to_sales: str = ""
+    to_bank: str = ""
+    to_other: str = ""
+    subject: str = "[type] [number] [original]"
+    # RFC 5321 allows a relay 10 minutes to answer the final dot; less manufactures duplicates.
+    timeout: float = 600.0
+    concurrency: int = _concurrency()
+
+
+Options = DirectoryOptions | SftpOptions | MailboxOptions
+OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
+    "mailbox": MailboxOptions,
 }
 
 
-def parse_options(
-    kind: str, options: dict[str, Any], source: str, prefix: str
-) -> DirectoryOptions | SftpOptions:
+def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) -> Options:
     """Typed options for `kind`; errors name `source` and the key under `prefix`."""
     if kind not in OPTIONS:
         known = ", ".join(sorted(OPTIONS))
@@ -85,7 +114,27 @@ def parse_options(
     parsed = read_table(OPTIONS[kind], options, source, prefix)
     if isinstance(parsed, SftpOptions):
         _check_sftp(parsed, source, prefix)
+    if isinstance(parsed, MailboxOptions):
+        _check_mailbox(parsed, source, prefix)
     return parsed
+
+
+def _check_mailbox(opts: MailboxOptions, source: str, prefix: str) -> None:
+    from gateway.outbound.mailaddress import address_template_problem
+    from gateway.outbound.naming import unknown_placeholder
+
+    for key in ("from_address", "to", "to_purchase", "to_sales", "to_bank", "to_other"):
+        value = getattr(opts, key)
+        problem = value and address_template_problem(value)
+        if problem:
+            raise ConfigError(source, f"{prefix}{key}", problem)
+    unknown = unknown_placeholder(opts.subject)
+    if unknown:
+        raise ConfigError(source, f"{prefix}subject", f"unknown placeholder [{unknown}]")
+    if opts.tls == "none" and opts.username:
+        raise ConfigError(
+            source, f"{prefix}tls", "tls = none with a username would send the password in clear"
+        )
 
 
 def _check_sftp(opts: SftpOptions, source: str, prefix: str) -> None:
@@ -112,6 +161,10 @@ def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
         from gateway.outbound.directory import DirectoryAdapter
 
         return DirectoryAdapter(opts)
+    if isinstance(opts, MailboxOptions):
+        from gateway.outbound.mailbox import MailboxAdapter
+
+        return MailboxAdapter(name, opts)
     from gateway.outbound.sftp import SftpAdapter
 
     return SftpAdapter(name, opts)

@@ -23,7 +23,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.outbound.base import DeliveryError, PermanentError, RejectedError
+from gateway.outbound.base import (
+    UNCERTAIN_PREFIX,
+    DeliveryError,
+    PermanentError,
+    RejectedError,
+    UncertainError,
+)
 from gateway.store.models import (
     Delivery,
     DeliveryState,
@@ -164,7 +170,13 @@ def claim(
         & (Delivery.next_attempt_at <= now),
         (Delivery.state == DeliveryState.SENDING) & (Delivery.lease_until < now),
     )
-    query = select(Delivery.id, Delivery.attempt_id, Delivery.state, Delivery.integration_id)
+    query = select(
+        Delivery.id,
+        Delivery.attempt_id,
+        Delivery.state,
+        Delivery.integration_id,
+        Delivery.last_error_code,
+    )
     if busy:
         query = query.where(Delivery.integration_id.not_in(list(busy)))
     rows = session.execute(
@@ -174,7 +186,7 @@ def claim(
         .with_for_update(skip_locked=True)
     ).all()
     claims = []
-    for delivery_id, old_attempt, old_state, integration_id in rows:
+    for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
         attempt = str(uuid.uuid4())
         taken = session.execute(
             update(Delivery)
@@ -190,9 +202,10 @@ def claim(
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             continue
-        uncertain = old_state is DeliveryState.SENDING
+        cut_off = old_state is DeliveryState.SENDING
+        uncertain = cut_off or last_code.startswith(UNCERTAIN_PREFIX)
         claims.append(Claim(delivery_id, attempt, integration_id, uncertain))
-        if uncertain:
+        if cut_off:
             _event(
                 session,
                 "delivery_uncertain",
@@ -267,9 +280,10 @@ def fail(session: Session, claim: Claim, error: DeliveryError, settings: Deliver
             DocStatus.FAILED,
             f"{reason} (retrying at {retry_at:%Y-%m-%d %H:%M:%S}Z)",
         )
-    _attempt_event(
-        session, delivery, claim, delivery.state.value, code=error.code, reason=error.text
-    )
+    outcome = delivery.state.value
+    if isinstance(error, UncertainError) and delivery.state is DeliveryState.DEFERRED:
+        outcome = "uncertain"
+    _attempt_event(session, delivery, claim, outcome, code=error.code, reason=error.text)
     return True
 
 

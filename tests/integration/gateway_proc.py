@@ -98,6 +98,12 @@ class Gateway:
             self.proc.wait()
             raise AssertionError(f"gateway ignored SIGTERM\n{self.log_tail()}") from None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as after a power cut or the OOM killer."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -107,7 +113,7 @@ class Gateway:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def docs(self) -> list[dict[str, Any]]:
-        out = self.cli("doc", "list", "--json").stdout
+        out = self.cli("doc", "list", "--json", "--limit", "100000").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_for(self, what: Callable[[], T | None], timeout: float = 10.0) -> T:
