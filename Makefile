@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/gateway.example.toml
-APT_PACKAGES := openssh-server postgresql dovecot-imapd
+APT_PACKAGES := openssh-server postgresql dovecot-imapd postfix
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test venv test-deps lint
@@ -25,6 +25,7 @@ run: venv
 test-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
+	  echo "postfix postfix/main_mailer_type select Local only" | $(SUDO) debconf-set-selections; \
 	  $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 

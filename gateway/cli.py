@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tomllib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from gateway.commands.common import (
 )
 from gateway.logging import configure as configure_logging
 from gateway.outbound import queue
-from gateway.store.db import SchemaOutdated, check_current, open_store, upgrade
+from gateway.store.db import SchemaOutdated, Store, check_current, open_store, upgrade
 from gateway.store.models import (
     Delivery,
     DocStatus,
@@ -164,10 +165,18 @@ def _doc_commands(sub: Any) -> None:
     show.add_argument("id", type=int)
     json_flag(show)
     show.set_defaults(func=cmd_doc_show)
-    send = group.add_parser("send", help="queue documents for delivery")
-    send.add_argument("ids", type=int, nargs="+", metavar="ID")
+    send = group.add_parser("send", help="queue Inbox documents for delivery")
+    send.add_argument("ids", type=int, nargs="*", metavar="ID")
+    send.add_argument("--all", action="store_true", help="every Inbox document of --dossier")
+    send.add_argument("--dossier", help="with --all: the dossier whose Inbox is sent")
     send.set_defaults(func=cmd_doc_send)
     cli_rules.register_doc(group)
+    retry = group.add_parser("retry", help="send failed documents again now")
+    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    retry.set_defaults(func=cmd_doc_retry)
+    archive = group.add_parser("archive", help="archive sent documents")
+    archive.add_argument("ids", type=int, nargs="+", metavar="ID")
+    archive.set_defaults(func=cmd_doc_archive)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -353,6 +362,7 @@ def doc_view(doc: Document) -> dict[str, Any]:
         "source": doc.message.source if doc.message else "",
         "created_at": doc.created_at.isoformat(),
         "sent_at": doc.sent_at.isoformat() if doc.sent_at else None,
+        "archived": doc.archived,
     }
 
 
@@ -400,21 +410,71 @@ def _delivery_view(d: Delivery) -> dict[str, Any]:
 
 
 def cmd_doc_send(args: argparse.Namespace) -> int:
+    if args.all == bool(args.ids) or (args.all and not args.dossier):
+        raise Refused("give document IDs, or --all --dossier SLUG")
+    if args.dossier and not args.all:
+        raise Refused("--dossier goes with --all")
     settings = load_settings(args)
     store = checked_store(settings)
+    ids = _inbox_ids(store, args.dossier) if args.all else args.ids
+    if args.all and not ids:
+        print(f"dossier {args.dossier}: nothing in the Inbox")
+
+    def send(session: Session, doc: Document) -> str:
+        delivery = queue.send(session, doc, settings.delivery)
+        return f"queued (delivery {delivery.id})"
+
+    return _each_document(store, ids, send)
+
+
+def _inbox_ids(store: Store, slug: str) -> list[int]:
+    with store.session() as session:
+        dossier = session.scalars(select(Dossier).where(Dossier.slug == slug)).first()
+        if dossier is None:
+            raise Refused(f"no dossier {slug!r}")
+        return list(
+            session.scalars(
+                select(Document.id)
+                .where(Document.dossier_id == dossier.id, Document.status == DocStatus.INBOX)
+                .order_by(Document.id)
+            )
+        )
+
+
+def cmd_doc_retry(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+
+    def retry(session: Session, doc: Document) -> str:
+        delivery = queue.retry(session, doc, settings.delivery)
+        return f"queued again (delivery {delivery.id})"
+
+    return _each_document(checked_store(settings), args.ids, retry)
+
+
+def cmd_doc_archive(args: argparse.Namespace) -> int:
+    def archive(session: Session, doc: Document) -> str:
+        return "archived" if queue.archive(session, doc) else "already archived"
+
+    return _each_document(checked_store(load_settings(args)), args.ids, archive)
+
+
+def _each_document(
+    store: Store, ids: Iterable[int], action: Callable[[Session, Document], str]
+) -> int:
+    """Apply `action` to each document in its own transaction; one refusal stops no other."""
     refused = 0
-    for doc_id in args.ids:
+    for doc_id in ids:
         with store.session.begin() as session:
             doc = session.get(Document, doc_id)
             try:
                 if doc is None:
                     raise Refused(f"no document {doc_id}")
-                delivery = queue.enqueue(session, doc, settings.delivery)
+                outcome = action(session, doc)
             except (Refused, queue.NotSendable) as exc:
                 print(f"gateway: {exc}", file=sys.stderr)
                 refused += 1
                 continue
-            print(f"document {doc_id}: queued (delivery {delivery.id})")
+            print(f"document {doc_id}: {outcome}")
     return EX_REFUSED if refused else 0
 
 

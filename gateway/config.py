@@ -156,7 +156,7 @@ class DeliverySettings:
     lease: float = field(default=300.0, metadata=_positive())
     retry_initial: float = field(default=60.0, metadata=_positive())
     retry_max: float = field(default=3600.0, metadata=_positive())
-    lifetime: float = field(default=5 * 86400.0, metadata=_positive())
+    lifetime: float = field(default=3 * 86400.0, metadata=_positive())
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 from corpus_dir import CORPUS
 from integration.dovecot import Dovecot, start_dovecot
+from integration.mailservers import Postfix, start_postfix
 from integration.servers import Postgres, ServerUnavailable, Sshd, start_postgres, start_sshd
 
 T = TypeVar("T")
@@ -54,6 +55,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """A real Dovecot IMAP server; each test empties the account with `reset_mailbox`."""
     server = _start_or_skip(start_dovecot, tmp_path_factory.mktemp("dovecot"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postfix]:
+    """The machine's one Postfix, on a loopback port, delivering books.test to Maildirs."""
+    server = _start_or_skip(lambda _: start_postfix(), tmp_path_factory.mktemp("postfix"))
     try:
         yield server
     finally:

@@ -22,6 +22,20 @@ class TransientError(DeliveryError):
     """Worth trying again later: the network, a full disk, a busy server."""
 
 
+class UncertainError(TransientError):
+    """The connection broke after the document may have been accepted (RFC 1047's gap).
+
+    Retried like a transient error; the next attempt is uncertain, so it reconciles or, for
+    mail, resends with the same Message-ID and says it may be a duplicate.
+    """
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(UNCERTAIN_PREFIX + code, text)
+
+
+UNCERTAIN_PREFIX = "uncertain-"
+
+
 class PermanentError(DeliveryError):
     """Will not heal by waiting: wrong credentials, a changed host key, a name conflict."""
 
@@ -46,6 +60,9 @@ class Outgoing:
     sha256: str
     facts: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    vat: str = ""
+    # An earlier attempt was cut off mid-flight: reconcile, and say so if a copy may double.
+    uncertain: bool = False
 
 
 class Adapter(Protocol):

@@ -7,6 +7,7 @@ same bytes counts as already delivered (a crash between rename and commit must n
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
 import os
 from pathlib import Path
@@ -41,6 +42,9 @@ class DirectoryAdapter:
             folder.mkdir(parents=True, exist_ok=True)
             if _same_file_exists(final, item):
                 return str(final)
+            if item.uncertain:
+                for leftover in folder.glob(f".{glob.escape(final.name)}.*.part"):
+                    leftover.unlink(missing_ok=True)
             tmp = folder / f".{final.name}.{item.attempt_id}.part"
             write_synced(tmp, item.data)
             if final.exists():

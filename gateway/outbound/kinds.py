@@ -23,6 +23,16 @@ def _template() -> Any:
     )
 
 
+DEFAULT_CONCURRENCY = 2
+
+
+def _concurrency() -> Any:
+    return field(
+        default=DEFAULT_CONCURRENCY,
+        metadata={"check": lambda v: 0 < v <= 64, "expected": "a number from 1 to 64"},
+    )
+
+
 def _upload_path() -> Any:
     return field(
         default=DEFAULT_UPLOAD_PATH,
@@ -38,6 +48,7 @@ class DirectoryOptions:
     path: Path
     upload_path: str = _upload_path()
     filename_template: str = _template()
+    concurrency: int = _concurrency()
 
 
 @dataclass(frozen=True)
@@ -49,21 +60,53 @@ class SftpOptions:
         default=22, metadata={"check": lambda v: 0 < v < 65536, "expected": "a port number"}
     )
     password_file: Path | None = None
+    password_credential: str | None = None
     key_file: Path | None = None
     upload_path: str = _upload_path()
     filename_template: str = _template()
     connect_timeout: float = 15.0
+    # Deliveries at once from one gateway process, each on its own pooled connection.
+    concurrency: int = _concurrency()
 
 
-OPTIONS: dict[str, type[DirectoryOptions] | type[SftpOptions]] = {
+TLS_MODES = ("starttls", "tls", "none")
+
+
+@dataclass(frozen=True)
+class MailboxOptions:
+    host: str
+    from_address: str
+    port: int = field(
+        default=587, metadata={"check": lambda v: 0 < v < 65536, "expected": "a port number"}
+    )
+    tls: str = field(
+        default="starttls",
+        metadata={"check": lambda v: v in TLS_MODES, "expected": "starttls, tls or none"},
+    )
+    username: str = ""
+    password_file: Path | None = None
+    password_credential: str | None = None
+    # Destination per document type; `to` catches the types without one of their own.
+    to: str = ""
+    to_purchase: str = ""
+    to_sales: str = ""
+    to_bank: str = ""
+    to_other: str = ""
+    subject: str = "[type] [number] [original]"
+    # RFC 5321 allows a relay 10 minutes to answer the final dot; less manufactures duplicates.
+    timeout: float = 600.0
+    concurrency: int = _concurrency()
+
+
+Options = DirectoryOptions | SftpOptions | MailboxOptions
+OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
+    "mailbox": MailboxOptions,
 }
 
 
-def parse_options(
-    kind: str, options: dict[str, Any], source: str, prefix: str
-) -> DirectoryOptions | SftpOptions:
+def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) -> Options:
     """Typed options for `kind`; errors name `source` and the key under `prefix`."""
     if kind not in OPTIONS:
         known = ", ".join(sorted(OPTIONS))
@@ -71,17 +114,45 @@ def parse_options(
     parsed = read_table(OPTIONS[kind], options, source, prefix)
     if isinstance(parsed, SftpOptions):
         _check_sftp(parsed, source, prefix)
+    if isinstance(parsed, MailboxOptions):
+        _check_mailbox(parsed, source, prefix)
     return parsed
+
+
+def _check_mailbox(opts: MailboxOptions, source: str, prefix: str) -> None:
+    from gateway.outbound.mailaddress import address_template_problem
+    from gateway.outbound.naming import unknown_placeholder
+
+    for key in ("from_address", "to", "to_purchase", "to_sales", "to_bank", "to_other"):
+        value = getattr(opts, key)
+        problem = value and address_template_problem(value)
+        if problem:
+            raise ConfigError(source, f"{prefix}{key}", problem)
+    unknown = unknown_placeholder(opts.subject)
+    if unknown:
+        raise ConfigError(source, f"{prefix}subject", f"unknown placeholder [{unknown}]")
+    if opts.tls == "none" and opts.username:
+        raise ConfigError(
+            source, f"{prefix}tls", "tls = none with a username would send the password in clear"
+        )
 
 
 def _check_sftp(opts: SftpOptions, source: str, prefix: str) -> None:
     from gateway.outbound.sftp import host_key_problem
 
-    if opts.password_file is None and opts.key_file is None:
-        raise ConfigError(source, f"{prefix}key_file", "set key_file or password_file")
+    if opts.password_file is None and opts.key_file is None and opts.password_credential is None:
+        raise ConfigError(
+            source, f"{prefix}key_file", "set key_file, password_file or password_credential"
+        )
     problem = host_key_problem(opts.host_key)
     if problem:
         raise ConfigError(source, f"{prefix}host_key", problem)
+
+
+def concurrency(options: dict[str, Any]) -> int:
+    """How many deliveries one process runs at once for an integration with `options`."""
+    value = options.get("concurrency", DEFAULT_CONCURRENCY)
+    return value if isinstance(value, int) and value > 0 else DEFAULT_CONCURRENCY
 
 
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
@@ -90,6 +161,10 @@ def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
         from gateway.outbound.directory import DirectoryAdapter
 
         return DirectoryAdapter(opts)
+    if isinstance(opts, MailboxOptions):
+        from gateway.outbound.mailbox import MailboxAdapter
+
+        return MailboxAdapter(name, opts)
     from gateway.outbound.sftp import SftpAdapter
 
     return SftpAdapter(name, opts)

@@ -20,6 +20,7 @@ _FIELDS: dict[str, Callable[[Outgoing], str]] = {
     "original": lambda o: o.filename,
     "dossier": lambda o: o.dossier,
     "accounting_file_id": lambda o: o.accounting_file_id,
+    "vat": lambda o: o.vat,
     "type": lambda o: o.doc_type,
     "number": lambda o: str(o.facts.get("number") or ""),
     "date": lambda o: str(o.facts.get("issue_date") or ""),
@@ -36,6 +37,20 @@ def check_template(template: str) -> str | None:
     if "[id]" not in template and "[number]" not in template:
         return "must contain [id] or [number], or documents would overwrite each other"
     return None
+
+
+def render_text(template: str, item: Outgoing) -> str:
+    """`template` with its placeholders filled in, as text (a subject line), not a name."""
+    return _PLACEHOLDER.sub(
+        lambda m: _FIELDS[m.group(1)](item) if m.group(1) in _FIELDS else m.group(0), template
+    )
+
+
+def unknown_placeholder(template: str, allowed: set[str] | None = None) -> str | None:
+    """The first placeholder in `template` that is not in `allowed` (default: all fields)."""
+    known = set(_FIELDS) if allowed is None else allowed
+    unknown = sorted(set(_PLACEHOLDER.findall(template)) - known)
+    return unknown[0] if unknown else None
 
 
 def render(template: str, item: Outgoing) -> str:

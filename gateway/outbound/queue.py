@@ -2,14 +2,20 @@
 
 A claim is a compare-and-set on the delivery's attempt id, committed before the first byte
 leaves, so two workers (or two instances on PostgreSQL, with SKIP LOCKED) never send the same
-document at once; an expired lease makes a crashed attempt claimable again, and the adapters'
-"same bytes already there" check turns that retry into a no-op.
+document at once. Every later write is fenced by that attempt id: a worker whose lease expired
+and was taken over cannot overwrite the new owner's result.
+
+A delivery found in `sending` with an expired lease (a crash, a stalled worker) is *uncertain*:
+the package may or may not have it. Its next claim says so, and the adapter reconciles instead
+of sending blindly (SFTP and directory look for the final name, HTTP repeats the same
+Idempotency-Key, mail resends with the same Message-ID and is logged as a possible duplicate).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +23,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.outbound.base import DeliveryError, PermanentError, RejectedError
+from gateway.outbound.base import (
+    UNCERTAIN_PREFIX,
+    DeliveryError,
+    PermanentError,
+    RejectedError,
+    UncertainError,
+)
 from gateway.store.models import (
     Delivery,
     DeliveryState,
@@ -67,8 +79,14 @@ def sendable_problem(doc: Document, dossier: Dossier) -> str | None:
     return None
 
 
-def enqueue(session: Session, doc: Document, settings: DeliverySettings) -> Delivery:
-    """Queue `doc` for its dossier's integration, or requeue a failed delivery of it."""
+def enqueue(
+    session: Session, doc: Document, settings: DeliverySettings, now_please: bool = False
+) -> Delivery:
+    """Queue `doc` for its dossier's integration, or requeue a failed delivery of it.
+
+    A delivery already waiting is left alone, unless `now_please` (a manual retry) pulls a
+    deferred one forward and gives it a fresh lifetime.
+    """
     problem = sendable_problem(doc, doc.dossier)
     if problem:
         raise NotSendable(problem)
@@ -86,6 +104,9 @@ def enqueue(session: Session, doc: Document, settings: DeliverySettings) -> Deli
             document_id=doc.id, integration_id=doc.dossier.integration_id, expires_at=expires
         )
         session.add(delivery)
+    elif delivery.state is DeliveryState.DEFERRED and now_please:
+        delivery.next_attempt_at = now
+        delivery.expires_at = expires
     elif delivery.state in PENDING:
         return delivery
     elif delivery.state is DeliveryState.FAILED:
@@ -99,29 +120,73 @@ def enqueue(session: Session, doc: Document, settings: DeliverySettings) -> Deli
     return delivery
 
 
+def send(session: Session, doc: Document, settings: DeliverySettings) -> Delivery:
+    """Queue an Inbox document (by hand or by auto-send); other statuses say what to do."""
+    if doc.status is DocStatus.FAILED:
+        raise NotSendable(
+            f"document {doc.id} failed ({doc.status_reason}); use `gateway doc retry {doc.id}`"
+        )
+    return enqueue(session, doc, settings)
+
+
+def retry(session: Session, doc: Document, settings: DeliverySettings) -> Delivery:
+    """Send a failed document again now, whether it failed for good or waits for a retry."""
+    if doc.status is not DocStatus.FAILED:
+        raise NotSendable(
+            f"document {doc.id} is {doc.status.value}; only failed documents are retried"
+        )
+    return enqueue(session, doc, settings, now_please=True)
+
+
+def archive(session: Session, doc: Document) -> bool:
+    """Move a sent document out of the accountant's way; False when it already was."""
+    if doc.status is not DocStatus.SENT:
+        raise NotSendable(
+            f"document {doc.id} is {doc.status.value}; only sent documents can be archived"
+        )
+    if doc.archived:
+        return False
+    doc.archived = True
+    session.add(Event(kind="document_archived", document_id=doc.id, detail={}))
+    return True
+
+
 @dataclass(frozen=True)
 class Claim:
     delivery_id: int
     attempt_id: str
+    integration_id: int
+    # The previous attempt was cut off while sending: the package may already have the document.
+    uncertain: bool = False
 
 
-def claim(session: Session, lease: float, limit: int) -> list[Claim]:
-    """Take up to `limit` due deliveries for this worker; the caller commits."""
+def claim(
+    session: Session, lease: float, limit: int, busy: Collection[int] = frozenset()
+) -> list[Claim]:
+    """Take up to `limit` due deliveries, skipping integrations in `busy`; the caller commits."""
     now = utcnow()
     due = or_(
         (Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
         & (Delivery.next_attempt_at <= now),
         (Delivery.state == DeliveryState.SENDING) & (Delivery.lease_until < now),
     )
+    query = select(
+        Delivery.id,
+        Delivery.attempt_id,
+        Delivery.state,
+        Delivery.integration_id,
+        Delivery.last_error_code,
+    )
+    if busy:
+        query = query.where(Delivery.integration_id.not_in(list(busy)))
     rows = session.execute(
-        select(Delivery.id, Delivery.attempt_id)
-        .where(due)
-        .order_by(Delivery.next_attempt_at)
+        query.where(due)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     claims = []
-    for delivery_id, old_attempt in rows:
+    for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
         attempt = str(uuid.uuid4())
         taken = session.execute(
             update(Delivery)
@@ -135,60 +200,117 @@ def claim(session: Session, lease: float, limit: int) -> list[Claim]:
                 updated_at=now,
             )
         )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
-            claims.append(Claim(delivery_id, attempt))
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        cut_off = old_state is DeliveryState.SENDING
+        uncertain = cut_off or last_code.startswith(UNCERTAIN_PREFIX)
+        claims.append(Claim(delivery_id, attempt, integration_id, uncertain))
+        if cut_off:
+            _event(
+                session,
+                "delivery_uncertain",
+                session.get_one(Delivery, delivery_id),
+                attempt=attempt,
+                previous_attempt=old_attempt or "",
+            )
     return claims
 
 
+def renew(session: Session, claim: Claim, lease: float) -> bool:
+    """Extend the lease of a long attempt; False when another worker has taken it over."""
+    return _fence(session, claim, lease_until=utcnow() + timedelta(seconds=lease))
+
+
 def release(session: Session, claim: Claim) -> None:
-    """Give an interrupted attempt back to the queue at once instead of after its lease."""
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == claim.delivery_id, Delivery.attempt_id == claim.attempt_id)
-        .values(state=DeliveryState.QUEUED, lease_until=None)
-    )
+    """Give an interrupted attempt back to the queue at once instead of after its lease.
+
+    Only for attempts stopped before anything could have left (a graceful shutdown cancels
+    them); the next claim is therefore not uncertain.
+    """
+    _fence(session, claim, state=DeliveryState.QUEUED, lease_until=None)
 
 
-def complete(session: Session, claim: Claim, remote_ref: str) -> None:
-    delivery = session.get_one(Delivery, claim.delivery_id)
+def expire(session: Session, claim: Claim) -> None:
+    """End an attempt stopped while handing over: claimable at once, and uncertain."""
+    _fence(session, claim, lease_until=utcnow() - timedelta(seconds=1))
+
+
+def complete(session: Session, claim: Claim, remote_ref: str) -> bool:
+    """Record the package's acceptance; False (and an event) when the attempt was superseded."""
+    if not _fence(session, claim, lease_until=None):
+        _superseded(session, claim, "sent", remote_ref=remote_ref)
+        return False
+    delivery = session.get_one(Delivery, claim.delivery_id, populate_existing=True)
     delivery.state = DeliveryState.SENT
     delivery.attempts += 1
     delivery.remote_ref = remote_ref
     delivery.last_error_code = delivery.last_error_text = ""
-    delivery.lease_until = None
     delivery.updated_at = utcnow()
     set_status(delivery.document, DocStatus.SENT)
-    _event(session, "delivered", delivery, remote_ref=remote_ref, attempt=claim.attempt_id)
+    _attempt_event(session, delivery, claim, "sent", remote_ref=remote_ref)
+    return True
 
 
-def fail(session: Session, claim: Claim, error: DeliveryError, settings: DeliverySettings) -> None:
-    """Record a failed attempt: retry later, fail for good, or mark rejected."""
-    delivery = session.get_one(Delivery, claim.delivery_id)
+def fail(session: Session, claim: Claim, error: DeliveryError, settings: DeliverySettings) -> bool:
+    """Record a failed attempt: retry later, fail for good, or mark rejected.
+
+    False (and an event) when the attempt was superseded: its outcome is then not ours to write.
+    """
+    if not _fence(session, claim, lease_until=None):
+        _superseded(session, claim, "error", code=error.code, reason=error.text)
+        return False
+    delivery = session.get_one(Delivery, claim.delivery_id, populate_existing=True)
     now = utcnow()
     delivery.attempts += 1
     delivery.last_error_code, delivery.last_error_text = error.code, error.text
-    delivery.lease_until = None
     delivery.updated_at = now
     retry_at = now + timedelta(seconds=backoff(delivery.attempts, settings))
+    reason = f"{error.code}: {error.text}"
     if isinstance(error, RejectedError):
         delivery.state = DeliveryState.REJECTED
-        set_status(delivery.document, DocStatus.REJECTED, f"{error.code}: {error.text}")
+        set_status(delivery.document, DocStatus.REJECTED, reason)
     elif isinstance(error, PermanentError) or _expired(delivery, retry_at):
         delivery.state = DeliveryState.FAILED
-        set_status(delivery.document, DocStatus.FAILED, f"{error.code}: {error.text}")
+        set_status(delivery.document, DocStatus.FAILED, reason)
     else:
         delivery.state = DeliveryState.DEFERRED
         delivery.next_attempt_at = retry_at
-        reason = f"{error.code}: {error.text} (retrying at {retry_at:%Y-%m-%d %H:%M:%S}Z)"
-        set_status(delivery.document, DocStatus.FAILED, reason)
+        set_status(
+            delivery.document,
+            DocStatus.FAILED,
+            f"{reason} (retrying at {retry_at:%Y-%m-%d %H:%M:%S}Z)",
+        )
+    outcome = delivery.state.value
+    if isinstance(error, UncertainError) and delivery.state is DeliveryState.DEFERRED:
+        outcome = "uncertain"
+    _attempt_event(session, delivery, claim, outcome, code=error.code, reason=error.text)
+    return True
+
+
+def _fence(session: Session, claim: Claim, **values: object) -> bool:
+    """Write `values` only while `claim` still owns the delivery; True when it did."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == claim.delivery_id,
+            Delivery.attempt_id == claim.attempt_id,
+            Delivery.state == DeliveryState.SENDING,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _superseded(session: Session, claim: Claim, outcome: str, **detail: str) -> None:
+    delivery = session.get_one(Delivery, claim.delivery_id)
     _event(
         session,
-        "delivery_failed",
+        "attempt_superseded",
         delivery,
-        code=error.code,
-        text=error.text,
         attempt=claim.attempt_id,
-        state=delivery.state.value,
+        outcome=outcome,
+        **detail,
     )
 
 
@@ -202,13 +324,34 @@ def _expired(delivery: Delivery, retry_at: datetime) -> bool:
     return delivery.expires_at is not None and retry_at > delivery.expires_at
 
 
+def _attempt_event(
+    session: Session, delivery: Delivery, claim: Claim, outcome: str, **detail: str
+) -> None:
+    """Every attempt is one event: when (the row's time), where, how it ended, code and reason."""
+    extra = {"uncertain": "yes"} if claim.uncertain else {}
+    _event(
+        session,
+        "delivery_attempt",
+        delivery,
+        attempt=claim.attempt_id,
+        number=str(delivery.attempts),
+        outcome=outcome,
+        **extra,
+        **detail,
+    )
+
+
 def _event(session: Session, kind: str, delivery: Delivery, **detail: str) -> None:
     session.add(
         Event(
             kind=kind,
             document_id=delivery.document_id,
             delivery_id=delivery.id,
-            detail={"integration_id": delivery.integration_id, **detail},
+            detail={
+                "integration_id": delivery.integration_id,
+                "integration": delivery.integration.name,
+                **detail,
+            },
         )
     )
 

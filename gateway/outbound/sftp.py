@@ -1,22 +1,26 @@
 """Delivery to an SFTP drop (asyncssh against the package's OpenSSH server).
 
 The host key is pinned: an unknown or changed key is a failure that says so, never a prompt.
-One connection per integration is kept and reused; it is dropped on any error.
-A file is written under a temporary name and renamed; SFTP's rename refuses to overwrite, and
-a final name that already holds the same bytes counts as delivered.
+A small pool (the integration's `concurrency`) of connections is kept and reused; a connection
+is dropped on any transport error. A file is written under a temporary name and renamed;
+SFTP's rename refuses to overwrite, and a final name that already holds the same bytes counts
+as delivered, which is also how an uncertain attempt is reconciled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from dataclasses import dataclass
 
 import asyncssh
 import structlog
 
-from gateway.outbound.base import Outgoing, PermanentError, TransientError
+from gateway.outbound.base import DeliveryError, Outgoing, PermanentError, TransientError
 from gateway.outbound.kinds import SftpOptions
 from gateway.outbound.naming import check_upload_path, render
+from gateway.outbound.secrets import read_secret
 
 log = structlog.get_logger(__name__)
 
@@ -30,13 +34,24 @@ def host_key_problem(text: str) -> str | None:
     return None
 
 
+@dataclass
+class _Link:
+    conn: asyncssh.SSHClientConnection
+    sftp: asyncssh.SFTPClient
+
+    async def close(self) -> None:
+        self.sftp.exit()
+        self.conn.close()
+        with contextlib.suppress(OSError, asyncssh.Error):
+            await self.conn.wait_closed()
+
+
 class SftpAdapter:
     def __init__(self, name: str, options: SftpOptions) -> None:
         self.name = name
         self.options = options
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[_Link] = []
+        self._slots = asyncio.Semaphore(options.concurrency)
 
     async def deliver(self, item: Outgoing) -> str:
         upload = str(item.overrides.get("upload_path") or self.options.upload_path)
@@ -45,42 +60,39 @@ class SftpAdapter:
             raise PermanentError("bad-upload-path", f"upload path {upload!r} {problem}")
         folder = upload.rstrip("/") or "."
         name = render(self.options.filename_template, item)
-        sftp = await self._client()
-        try:
-            return await _upload(sftp, folder, name, item)
-        except asyncssh.SFTPError as exc:
-            await self.close()
-            raise _sftp_error(exc, folder) from exc
-        except (OSError, asyncssh.Error) as exc:
-            await self.close()
-            raise TransientError("connection-lost", f"{self._where()}: {exc}") from exc
+        async with self._slots:
+            link = self._idle.pop() if self._idle else await self._connect()
+            try:
+                ref = await _upload(link.sftp, folder, name, item)
+            except asyncssh.SFTPError as exc:
+                self._idle.append(link)
+                raise _sftp_error(exc, folder) from exc
+            except DeliveryError:
+                self._idle.append(link)
+                raise
+            except (OSError, asyncssh.Error) as exc:
+                await link.close()
+                raise TransientError("connection-lost", f"{self._where()}: {exc}") from exc
+            except BaseException:
+                await link.close()
+                raise
+            self._idle.append(link)
+            return ref
 
     async def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.exit()
-        if self._conn is not None:
-            self._conn.close()
-            await self._conn.wait_closed()
-        self._sftp = self._conn = None
+        idle, self._idle = self._idle, []
+        for link in idle:
+            await link.close()
 
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
 
-    async def _client(self) -> asyncssh.SFTPClient:
-        async with self._lock:
-            if self._sftp is None:
-                self._conn = await self._connect()
-                self._sftp = await self._conn.start_sftp_client()
-            return self._sftp
-
-    async def _connect(self) -> asyncssh.SSHClientConnection:
+    async def _connect(self) -> _Link:
         opts = self.options
         pinned = asyncssh.import_public_key(opts.host_key.strip())
-        password = None
-        if opts.password_file is not None:
-            password = opts.password_file.read_text().rstrip("\r\n")
+        password = read_secret(opts.password_file, opts.password_credential, "password")
         try:
-            return await asyncssh.connect(
+            conn = await asyncssh.connect(
                 opts.host,
                 opts.port,
                 username=opts.username,
@@ -101,6 +113,11 @@ class SftpAdapter:
             ) from exc
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise TransientError("connect-failed", f"{self._where()}: {exc}") from exc
+        try:
+            return _Link(conn, await conn.start_sftp_client())
+        except (OSError, asyncssh.Error) as exc:
+            conn.close()
+            raise TransientError("connect-failed", f"{self._where()}: sftp: {exc}") from exc
 
 
 async def _upload(sftp: asyncssh.SFTPClient, folder: str, name: str, item: Outgoing) -> str:
@@ -108,13 +125,20 @@ async def _upload(sftp: asyncssh.SFTPClient, folder: str, name: str, item: Outgo
     await sftp.makedirs(folder, exist_ok=True)
     if await _holds_same_bytes(sftp, final, item):
         return final
+    if item.uncertain:
+        await _remove_leftovers(sftp, folder, name)
     tmp = f"{folder}/.{name}.{item.attempt_id}.part"
-    async with sftp.open(tmp, "wb") as fh:
-        await fh.write(item.data)
-        try:
-            await fh.fsync()
-        except asyncssh.SFTPOpUnsupported:
-            log.debug("sftp_fsync_unsupported", path=tmp)
+    try:
+        async with sftp.open(tmp, "wb") as fh:
+            await fh.write(item.data)
+            try:
+                await fh.fsync()
+            except asyncssh.SFTPOpUnsupported:
+                log.debug("sftp_fsync_unsupported", path=tmp)
+    except asyncssh.SFTPError as exc:
+        with contextlib.suppress(asyncssh.SFTPError):
+            await sftp.remove(tmp)
+        raise _sftp_error(exc, folder, "writing") from exc
     try:
         await sftp.rename(tmp, final)
     except asyncssh.SFTPFailure as exc:
@@ -124,6 +148,17 @@ async def _upload(sftp: asyncssh.SFTPClient, folder: str, name: str, item: Outgo
         conflict = f"{final} already exists with other content"
         raise PermanentError("name-conflict", conflict) from exc
     return final
+
+
+async def _remove_leftovers(sftp: asyncssh.SFTPClient, folder: str, name: str) -> None:
+    """Temporary files of attempts cut off mid-write (a crash) for this same document."""
+    prefix = f".{name}."
+    for entry in await sftp.readdir(folder):
+        leftover = str(entry.filename)
+        if leftover.startswith(prefix) and leftover.endswith(".part"):
+            with contextlib.suppress(asyncssh.SFTPError):
+                await sftp.remove(f"{folder}/{leftover}")
+            log.info("sftp_leftover_removed", path=f"{folder}/{leftover}")
 
 
 async def _holds_same_bytes(sftp: asyncssh.SFTPClient, path: str, item: Outgoing) -> bool:
@@ -138,7 +173,15 @@ async def _holds_same_bytes(sftp: asyncssh.SFTPClient, path: str, item: Outgoing
     return hashlib.sha256(existing).hexdigest() == item.sha256
 
 
-def _sftp_error(exc: asyncssh.SFTPError, folder: str) -> TransientError | PermanentError:
+def _sftp_error(
+    exc: asyncssh.SFTPError, folder: str, step: str = ""
+) -> TransientError | PermanentError:
+    during = f" while {step}" if step else ""
     if isinstance(exc, asyncssh.SFTPPermissionDenied):
-        return PermanentError("permission-denied", f"{folder}: {exc.reason}")
-    return TransientError("sftp-error", f"{folder}: {exc.reason}")
+        return PermanentError("permission-denied", f"{folder}: {exc.reason}{during}")
+    if isinstance(exc, asyncssh.SFTPFailure) and step == "writing":
+        # OpenSSH reports a full disk or an exceeded quota only as a generic failure.
+        return TransientError(
+            "write-failed", f"{folder}: {exc.reason}{during} (disk full or over quota?)"
+        )
+    return TransientError("sftp-error", f"{folder}: {exc.reason}{during}")

@@ -1,23 +1,27 @@
 """Delivery workers: claim a due delivery, hand it to its integration's adapter, record the outcome.
 
 Database calls run in threads (SQLite commits fsync); adapters are async and cached per
-integration so connections are reused between documents.
+integration so connections are reused between documents. Each integration gets at most its
+`concurrency` deliveries at once from this process: claims skip integrations that are full,
+so one slow package never holds every worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 
 import structlog
+from sqlalchemy import select
 
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
 from gateway.outbound.base import Adapter, DeliveryError, Outgoing, TransientError
-from gateway.outbound.kinds import make_adapter
+from gateway.outbound.kinds import concurrency, make_adapter
 from gateway.store.db import Store
-from gateway.store.models import Delivery
+from gateway.store.models import Delivery, Integration
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +32,8 @@ class DeliveryRunner:
         self.settings = settings
         self.wake = asyncio.Event()
         self._adapters: dict[int, tuple[dict[str, Any], Adapter]] = {}
+        self._busy: Counter[int] = Counter()
+        self._claiming = asyncio.Lock()
 
     async def run(self) -> None:
         """Run `settings.workers` loops until cancelled."""
@@ -45,26 +51,42 @@ class DeliveryRunner:
 
     async def _loop(self) -> None:
         while True:
-            claims = await asyncio.to_thread(self._claim)
+            async with self._claiming:
+                claims = await asyncio.to_thread(self._claim, dict(self._busy))
+                self._busy.update(c.integration_id for c in claims)
             if not claims:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval)
                 continue
             for claim in claims:
-                await self._deliver(claim)
+                try:
+                    await self._deliver(claim)
+                finally:
+                    self._busy[claim.integration_id] -= 1
+            self.wake.set()  # a slot is free again: a sibling waiting on a full integration may go
 
-    def _claim(self) -> list[queue.Claim]:
+    def _claim(self, busy: dict[int, int]) -> list[queue.Claim]:
         with self.store.session.begin() as session:
-            return queue.claim(session, self.settings.lease, limit=1)
+            limits = {
+                iid: concurrency(options)
+                for iid, options in session.execute(select(Integration.id, Integration.options))
+            }
+            full = {iid for iid, n in busy.items() if n >= limits.get(iid, 1)}
+            return queue.claim(session, self.settings.lease, limit=1, busy=full)
 
     async def _deliver(self, claim: queue.Claim) -> None:
+        handing_over = False
+        keeper = asyncio.create_task(self._keep_lease(claim))
         try:
             item, integration = await asyncio.to_thread(self._load, claim)
             adapter = await self._adapter(integration)
+            if claim.uncertain:
+                log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)
+            handing_over = True
             ref = await adapter.deliver(item)
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self._release, claim))
+            await asyncio.shield(asyncio.to_thread(self._release, claim, handing_over))
             raise
         except DeliveryError as exc:
             await asyncio.to_thread(self._record_failure, claim, exc)
@@ -74,8 +96,22 @@ class DeliveryRunner:
             await asyncio.to_thread(self._record_failure, claim, error)
         else:
             await asyncio.to_thread(self._record_success, claim, ref)
+        finally:
+            keeper.cancel()
 
-    def _load(self, claim: queue.Claim) -> tuple[Outgoing, Any]:
+    async def _keep_lease(self, claim: queue.Claim) -> None:
+        """Renew the lease while a long upload runs, so nobody takes a live attempt over."""
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            if not await asyncio.to_thread(self._renew, claim):
+                log.warning("lease_lost", delivery=claim.delivery_id, attempt=claim.attempt_id)
+                return
+
+    def _renew(self, claim: queue.Claim) -> bool:
+        with self.store.session.begin() as session:
+            return queue.renew(session, claim, self.settings.lease)
+
+    def _load(self, claim: queue.Claim) -> tuple[Outgoing, Integration]:
         with self.store.session() as session:
             delivery = session.get_one(Delivery, claim.delivery_id)
             doc, dossier = delivery.document, delivery.document.dossier
@@ -92,10 +128,12 @@ class DeliveryRunner:
                 sha256=doc.blob_sha256,
                 facts=dict(doc.facts),
                 overrides=dict(dossier.overrides),
+                vat=dossier.vat_number,
+                uncertain=claim.uncertain,
             )
             return item, delivery.integration
 
-    async def _adapter(self, integration: Any) -> Adapter:
+    async def _adapter(self, integration: Integration) -> Adapter:
         cached = self._adapters.get(integration.id)
         if cached is not None and cached[0] == integration.options:
             return cached[1]
@@ -107,14 +145,21 @@ class DeliveryRunner:
 
     def _record_success(self, claim: queue.Claim, ref: str) -> None:
         with self.store.session.begin() as session:
-            queue.complete(session, claim, ref)
-        log.info("delivered", delivery=claim.delivery_id, remote=ref)
+            owned = queue.complete(session, claim, ref)
+        if owned:
+            log.info("delivered", delivery=claim.delivery_id, remote=ref)
+        else:
+            log.warning("attempt_superseded", delivery=claim.delivery_id, outcome="sent")
 
     def _record_failure(self, claim: queue.Claim, error: DeliveryError) -> None:
         with self.store.session.begin() as session:
-            queue.fail(session, claim, error, self.settings)
-        log.warning("delivery_failed", delivery=claim.delivery_id, code=error.code, text=error.text)
+            owned = queue.fail(session, claim, error, self.settings)
+        event = "delivery_failed" if owned else "attempt_superseded"
+        log.warning(event, delivery=claim.delivery_id, code=error.code, text=error.text)
 
-    def _release(self, claim: queue.Claim) -> None:
+    def _release(self, claim: queue.Claim, handing_over: bool) -> None:
         with self.store.session.begin() as session:
-            queue.release(session, claim)
+            if handing_over:
+                queue.expire(session, claim)
+            else:
+                queue.release(session, claim)

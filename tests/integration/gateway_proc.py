@@ -117,7 +117,7 @@ class Gateway:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def docs(self) -> list[dict[str, Any]]:
-        out = self.cli("doc", "list", "--json").stdout
+        out = self.cli("doc", "list", "--json", "--limit", "100000").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_for(self, what: Callable[[], T | None], timeout: float = 10.0) -> T:

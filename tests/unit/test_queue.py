@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
@@ -19,6 +19,7 @@ from gateway.store.models import (
     DocType,
     Document,
     Dossier,
+    Event,
     Integration,
     utcnow,
 )
@@ -155,3 +156,164 @@ def test_backoff_doubles_within_jitter_and_is_capped() -> None:
     assert 48 <= queue.backoff(1, SETTINGS) <= 72
     assert 96 <= queue.backoff(2, SETTINGS) <= 144
     assert queue.backoff(20, SETTINGS) <= 600 * 1.2
+
+
+def _expire_lease(store: Store) -> None:
+    with store.session.begin() as session:
+        session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+def _events(store: Store, kind: str) -> list[dict[str, str]]:
+    with store.session() as session:
+        rows = session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id))
+        return [e.detail for e in rows]
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owners_result(
+    store: Store,
+) -> None:
+    stale = _enqueue_and_claim(store)
+    _expire_lease(store)
+    with store.session.begin() as session:
+        (fresh,) = queue.claim(session, lease=60, limit=5)
+    with store.session.begin() as session:
+        assert queue.complete(session, fresh, "/drop/1-i.xml")
+    with store.session.begin() as session:
+        error = TransientError("connect-failed", "refused")
+        assert not queue.fail(session, stale, error, SETTINGS)
+    with store.session.begin() as session:
+        assert not queue.complete(session, stale, "/drop/other")
+    with store.session() as session:
+        delivery = session.get_one(Delivery, fresh.delivery_id)
+        assert (delivery.state, delivery.remote_ref, delivery.attempts) == (
+            DeliveryState.SENT,
+            "/drop/1-i.xml",
+            1,
+        )
+        assert delivery.document.status is DocStatus.SENT
+    superseded = _events(store, "attempt_superseded")
+    assert [(e["attempt"], e["outcome"]) for e in superseded] == [
+        (stale.attempt_id, "error"),
+        (stale.attempt_id, "sent"),
+    ]
+
+
+def test_a_stale_worker_cannot_fail_a_delivery_the_new_owner_still_holds(store: Store) -> None:
+    stale = _enqueue_and_claim(store)
+    _expire_lease(store)
+    with store.session.begin() as session:
+        (fresh,) = queue.claim(session, lease=60, limit=5)
+    with store.session.begin() as session:
+        assert not queue.fail(session, stale, PermanentError("auth-failed", "no"), SETTINGS)
+        assert not queue.renew(session, stale, 60)
+        assert queue.renew(session, fresh, 60)
+    assert _state(store, fresh)[:2] == (DeliveryState.SENDING, DocStatus.INBOX)
+
+
+def test_sending_found_after_an_expired_lease_is_claimed_as_uncertain(store: Store) -> None:
+    first = _enqueue_and_claim(store)
+    assert not first.uncertain
+    _expire_lease(store)
+    with store.session.begin() as session:
+        (again,) = queue.claim(session, lease=60, limit=5)
+    assert again.uncertain
+    (event,) = _events(store, "delivery_uncertain")
+    assert event["previous_attempt"] == first.attempt_id
+    assert event["attempt"] == again.attempt_id
+    assert event["integration"] == "drop"
+
+
+def test_expire_hands_an_interrupted_handover_back_at_once_as_uncertain(store: Store) -> None:
+    first = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        queue.expire(session, first)
+    with store.session.begin() as session:
+        (again,) = queue.claim(session, lease=60, limit=5)
+    assert again.uncertain
+
+
+def test_released_attempts_are_not_uncertain(store: Store) -> None:
+    first = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        queue.release(session, first)
+    with store.session.begin() as session:
+        (again,) = queue.claim(session, lease=60, limit=5)
+    assert not again.uncertain
+
+
+def test_every_attempt_is_an_event_with_integration_outcome_code_and_reason(
+    store: Store,
+) -> None:
+    claim = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+    with store.session.begin() as session:
+        session.execute(update(Delivery).values(next_attempt_at=utcnow()))
+    with store.session.begin() as session:
+        (second,) = queue.claim(session, lease=60, limit=5)
+        queue.complete(session, second, "/drop/1-i.xml")
+    attempts = _events(store, "delivery_attempt")
+    assert [
+        (a["integration"], a["number"], a["outcome"], a.get("code"), a.get("reason"))
+        for a in attempts
+    ] == [
+        ("drop", "1", "deferred", "connect-failed", "refused"),
+        ("drop", "2", "sent", None, None),
+    ]
+    assert attempts[1]["remote_ref"] == "/drop/1-i.xml"
+
+
+def test_claim_skips_integrations_that_are_busy(store: Store) -> None:
+    doc_id = _document(store)
+    with store.session.begin() as session:
+        doc = session.get_one(Document, doc_id)
+        queue.enqueue(session, doc, SETTINGS)
+        busy = {doc.dossier.integration_id}
+    with store.session.begin() as session:
+        assert queue.claim(session, lease=60, limit=5, busy=busy) == []
+    with store.session.begin() as session:
+        assert len(queue.claim(session, lease=60, limit=5, busy={999})) == 1
+
+
+def test_send_takes_inbox_documents_and_points_failed_ones_to_retry(store: Store) -> None:
+    claim = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+    with store.session.begin() as session:
+        doc = session.get_one(Delivery, claim.delivery_id).document
+        with pytest.raises(queue.NotSendable, match="gateway doc retry"):
+            queue.send(session, doc, SETTINGS)
+
+
+def test_retry_pulls_a_deferred_delivery_forward(store: Store) -> None:
+    claim = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+    with store.session.begin() as session:
+        assert queue.claim(session, lease=60, limit=5) == []
+        doc = session.get_one(Delivery, claim.delivery_id).document
+        queue.retry(session, doc, SETTINGS)
+    with store.session.begin() as session:
+        assert len(queue.claim(session, lease=60, limit=5)) == 1
+
+
+def test_retry_refuses_documents_that_did_not_fail(store: Store) -> None:
+    doc_id = _document(store)
+    with store.session.begin() as session:
+        doc = session.get_one(Document, doc_id)
+        with pytest.raises(queue.NotSendable, match="only failed documents"):
+            queue.retry(session, doc, SETTINGS)
+
+
+def test_archive_only_after_sent(store: Store) -> None:
+    claim = _enqueue_and_claim(store)
+    with store.session.begin() as session:
+        doc = session.get_one(Delivery, claim.delivery_id).document
+        with pytest.raises(queue.NotSendable, match="only sent documents"):
+            queue.archive(session, doc)
+        queue.complete(session, claim, "/drop/1-i.xml")
+    with store.session.begin() as session:
+        doc = session.get_one(Delivery, claim.delivery_id).document
+        assert queue.archive(session, doc)
+        assert not queue.archive(session, doc)
+    assert len(_events(store, "document_archived")) == 1

@@ -1,0 +1,149 @@
+"""SFTP delivery against the real OpenSSH sshd: faults end in the status they deserve.
+
+Each fault is produced for real on loopback: the server stopped, a directory the server may
+not write (chattr +i, which binds root too), a host key regenerated, a 64 KiB tmpfs mounted
+over the upload path for a full disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from integration.delivery_harness import Harness, invoice
+from integration.servers import Sshd
+
+from gateway.store.models import DeliveryState
+
+
+def _sftp(h: Harness, sshd: Sshd, name: str, **extra: object) -> None:
+    h.integration(
+        name,
+        "sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        key_file=str(sshd.client_key),
+        host_key=sshd.host_key_line,
+        **extra,
+    )
+
+
+def _root_tool(*argv: str) -> None:
+    """mount/chattr need root; in CI that is a broken machine, elsewhere a skip that says so."""
+    if os.geteuid() != 0:
+        message = f"{argv[0]} needs root to simulate this fault"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run(argv, check=True, timeout=30, capture_output=True)
+
+
+def _logins(sshd: Sshd) -> int:
+    return sshd.log.read_text(errors="replace").count("Accepted publickey")
+
+
+def test_many_documents_go_over_one_connection_each_once(tmp_path: Path, sshd: Sshd) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "one-conn", upload_path="Many_import/", concurrency=1)
+    before = _logins(sshd)
+    docs = [h.document("one-conn", invoice(f"MANY-{i}")) for i in range(20)]
+    h.run_until(lambda: h.settled(*docs))
+    assert all(h.delivery(d).state is DeliveryState.SENT for d in docs)
+    landed = sorted(p.name for p in (sshd.root / "Many_import").iterdir())
+    assert landed == sorted(f"{d}-invoice.xml" for d in docs)
+    assert _logins(sshd) - before == 1
+
+
+def test_server_down_is_deferred_then_delivered_once_after_recovery(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "down", upload_path="Down_import/", connect_timeout=2.0)
+    sshd.stop()
+    try:
+        doc = h.document("down", invoice("DOWN-1"))
+        h.run_until(lambda: h.delivery(doc).state is DeliveryState.DEFERRED)
+        status, reason = h.status(doc)
+        assert status == "failed"
+        assert reason.startswith("connect-failed: ")
+        assert "retrying at" in reason
+    finally:
+        sshd.start()
+    h.run_until(lambda: h.delivery(doc).state is DeliveryState.SENT)
+    assert [p.name for p in (sshd.root / "Down_import").iterdir()] == [f"{doc}-invoice.xml"]
+    assert h.status(doc) == ("sent", "")
+    outcomes = [e["outcome"] for e in h.events(doc, "delivery_attempt")]
+    assert outcomes[-1] == "sent"
+    assert set(outcomes[:-1]) == {"deferred"}
+
+
+@pytest.fixture
+def locked_dir(sshd: Sshd) -> Iterator[Path]:
+    locked = sshd.root / "Locked_import"
+    locked.mkdir(exist_ok=True)
+    _root_tool("chattr", "+i", str(locked))
+    yield locked
+    _root_tool("chattr", "-i", str(locked))
+
+
+def test_permission_denied_on_the_upload_path_fails_with_the_reason(
+    tmp_path: Path, sshd: Sshd, locked_dir: Path
+) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "locked", upload_path="Locked_import/")
+    doc = h.document("locked", invoice("LOCKED-1"))
+    h.run_until(lambda: h.settled(doc))
+    assert h.delivery(doc).state is DeliveryState.FAILED
+    status, reason = h.status(doc)
+    assert status == "failed"
+    assert reason.startswith("permission-denied: Locked_import")
+    assert list(locked_dir.iterdir()) == []
+
+
+def test_changed_host_key_fails_and_says_so(tmp_path: Path, sshd: Sshd) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "rekeyed", upload_path="Rekeyed_import/")
+    sshd.restart_with_new_host_key()
+    doc = h.document("rekeyed", invoice("REKEY-1"))
+    h.run_until(lambda: h.settled(doc))
+    assert h.delivery(doc).state is DeliveryState.FAILED
+    status, reason = h.status(doc)
+    assert status == "failed"
+    assert reason.startswith("host-key-mismatch: ")
+    assert "not the pinned one" in reason
+    assert not (sshd.root / "Rekeyed_import").exists()
+
+
+@pytest.fixture
+def tiny_disk(sshd: Sshd) -> Iterator[Path]:
+    full = sshd.root / "Full_import"
+    full.mkdir(exist_ok=True)
+    _root_tool("mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(full))
+    try:
+        yield full
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _root_tool("umount", str(full))
+
+
+def test_full_disk_is_deferred_leaves_no_partial_file_and_delivers_once_freed(
+    tmp_path: Path, sshd: Sshd, tiny_disk: Path
+) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "full", upload_path="Full_import/")
+    big = invoice("FULL-1").replace(b"</Invoice>", b"<!--" + b"x" * 200_000 + b"--></Invoice>")
+    doc = h.document("full", big)
+    h.run_until(lambda: h.delivery(doc).state is DeliveryState.DEFERRED)
+    status, reason = h.status(doc)
+    assert status == "failed"
+    assert reason.startswith("write-failed: Full_import")
+    assert "disk full" in reason
+    assert list(tiny_disk.iterdir()) == []
+    _root_tool("mount", "-o", "remount,size=1m", str(tiny_disk))
+    h.run_until(lambda: h.delivery(doc).state is DeliveryState.SENT)
+    assert [p.read_bytes() for p in tiny_disk.iterdir()] == [big]
