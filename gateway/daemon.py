@@ -9,7 +9,6 @@ deliveries to the queue and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -59,7 +58,7 @@ class Daemon:
             settings.mime,
         )
         self.health = HealthServer(self.store, [self._listening])
-        self.smtp_server: asyncio.Server | None = None
+        self.smtp: smtp.SmtpDoor | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -77,9 +76,7 @@ class Daemon:
         if intake.dns_resolver:
             host, _, port = intake.dns_resolver.partition(":")
             sender_auth.use_resolver(host, int(port or 53))
-        self.smtp_server = await smtp.start(
-            self.settings.smtp, self.store, self.pipeline.wake.set, intake
-        )
+        self.smtp = await smtp.start(self.settings.smtp, self.store, self.pipeline.wake.set, intake)
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
         self._spawn(self.pipeline.run(), "pipeline")
@@ -119,12 +116,8 @@ class Daemon:
     async def _stop(self) -> None:
         notify("STOPPING=1")
         log.info("gateway_stopping")
-        if self.smtp_server is not None:
-            self.smtp_server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.smtp_server.wait_closed(), self.settings.daemon.drain_timeout
-                )
+        if self.smtp is not None:
+            await self.smtp.close(self.settings.daemon.drain_timeout)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -165,7 +158,7 @@ class Daemon:
     def _listening(self) -> str | None:
         if self.stopping.is_set():
             return "stopping"
-        if self.smtp_server is None or not self.smtp_server.is_serving():
+        if self.smtp is None or not self.smtp.is_serving():
             return "smtp: not listening"
         return None
 

@@ -13,6 +13,7 @@ carries an enhanced status code, including the replies aiosmtpd words itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 # aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
 ENHANCED = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
@@ -62,19 +64,39 @@ class GatewayEnvelope(Envelope):
 
 @dataclass
 class SessionGate:
-    """Counts sessions across all connections; past `limit` new ones get 421."""
+    """The sessions across all connections: past `limit` new ones get 421 4.7.0, and while
+    draining for a shutdown, 421 4.3.2; sessions already in come to an end on their own."""
 
     limit: int
-    active: int = 0
+    sessions: set[GatewaySMTP] = field(default_factory=set)
+    draining: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def enter(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
+    def enter(self, session: GatewaySMTP) -> str | None:
+        """None when `session` may go on, else the reply that sends it away."""
+        if self.draining:
+            return SHUTTING_DOWN
+        if len(self.sessions) >= self.limit:
+            return TOO_BUSY
+        self.sessions.add(session)
+        self.idle.clear()
+        return None
 
-    def leave(self) -> None:
-        self.active -= 1
+    def leave(self, session: GatewaySMTP) -> None:
+        self.sessions.discard(session)
+        if not self.sessions:
+            self.idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Refuse new sessions, wait up to `timeout` for the others; return how many were cut."""
+        self.draining = True
+        if self.sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), timeout)
+        cut = list(self.sessions)
+        for session in cut:
+            await session.close_for_shutdown()
+        return len(cut)
 
 
 class GatewaySMTP(SMTP):
@@ -93,16 +115,25 @@ class GatewaySMTP(SMTP):
             await super().push(status)
 
     async def _handle_client(self) -> None:
-        if not self.gate.enter():
-            log.warning("smtp_too_many_sessions", peer=_peer(self.session), limit=self.gate.limit)
-            await self.push(TOO_BUSY)
+        refusal = self.gate.enter(self)
+        if refusal is not None:
+            log.warning("smtp_session_refused", peer=_peer(self.session), reply=refusal[:9])
+            await self.push(refusal)
             if self.transport is not None:
                 self.transport.close()
             return
         try:
             await super()._handle_client()
         finally:
-            self.gate.leave()
+            self.gate.leave(self)
+
+    async def close_for_shutdown(self) -> None:
+        """Past the drain deadline: say why, then hang up. A message whose DATA was not
+        answered 250 stays with the client, which tries again later."""
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(ConnectionError):
+                await self.push(SHUTTING_DOWN)
+            self.transport.close()
 
 
 @dataclass
@@ -224,12 +255,30 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
     return context
 
 
+@dataclass
+class SmtpDoor:
+    """The listener and its sessions, so a shutdown can drain them before closing."""
+
+    server: asyncio.Server
+    gate: SessionGate
+
+    def is_serving(self) -> bool:
+        return self.server.is_serving() and not self.gate.draining
+
+    async def close(self, drain_timeout: float) -> None:
+        cut = await self.gate.drain(drain_timeout)
+        if cut:
+            log.warning("smtp_sessions_cut", sessions=cut, after_seconds=drain_timeout)
+        self.server.close()
+        await self.server.wait_closed()
+
+
 async def start(
     settings: SmtpSettings,
     store: Store,
     on_accept: Callable[[], None],
     intake: IntakeSettings | None = None,
-) -> asyncio.Server:
+) -> SmtpDoor:
     handler = Handler(store, on_accept, settings, intake or IntakeSettings())
     gate = SessionGate(settings.max_sessions)
     context = tls_context(settings)
@@ -250,4 +299,5 @@ async def start(
             require_starttls=settings.require_tls,
         )
 
-    return await loop.create_server(protocol, settings.host, settings.port)
+    server = await loop.create_server(protocol, settings.host, settings.port)
+    return SmtpDoor(server, gate)

@@ -51,8 +51,7 @@ class SmtpDoor:
 
     def stop(self) -> None:
         async def close() -> None:
-            self.server.close()
-            await asyncio.wait_for(self.server.wait_closed(), 5)
+            await asyncio.wait_for(self.server.close(drain_timeout=1), 5)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -187,3 +187,57 @@ def test_queue_lists_and_moves_deliveries_while_the_daemon_is_down(deferred: Gat
     assert "ALL (upper case)" in wrong.stderr
     status = json.loads(deferred.cli("status", "--json").stdout)
     assert status == {"dossier": "demo", "inbox": 0, "sent": 0, "failed": 1, "rejected": 0}
+
+
+def _numbered(n: int) -> bytes:
+    return INVOICE.replace(b"INV-2026-0042", f"INV-DRAIN-{n}".encode())
+
+
+def _in_flight_session(port: int) -> socket.socket:
+    """A client that is half-way through DATA: the shutdown must let it finish."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    reader = client.makefile("rb")
+    assert reader.readline().startswith(b"220")
+    for command in (b"EHLO c", b"MAIL FROM:<s@example.com>", b"RCPT TO:<demo@gateway.localhost>"):
+        client.sendall(command + b"\r\n")
+        while (line := reader.readline())[3:4] == b"-":
+            pass
+        assert line[:1] == b"2", line
+    client.sendall(b"DATA\r\n")
+    assert reader.readline().startswith(b"354")
+    client.sendall(b"From: s@example.com\r\nSubject: half\r\n\r\nfirst half\r\n")
+    return client
+
+
+def test_sigterm_lets_sessions_finish_refuses_new_ones_and_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    gateway = Gateway(tmp_path, base_config(port, "[daemon]\ndrain_timeout = 20\n" + DROP), port)
+    gateway.start()
+    sent = [
+        mail("demo@gateway.localhost", (f"i{n}.xml", _numbered(n), "text/xml")) for n in range(5)
+    ]
+    for message in sent:
+        gateway.send(message)
+    client = _in_flight_session(port)
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGTERM)
+    gateway.wait_for(lambda: "gateway_stopping" in gateway.log.read_text())
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+        assert late.recv(200).startswith(b"421 4.3.2")
+    client.sendall(b"second half\r\n.\r\n")
+    assert client.makefile("rb").readline().startswith(b"250 ")
+    client.sendall(b"QUIT\r\n")
+    client.close()
+    assert gateway.proc.wait(timeout=30) == 0
+    assert gateway.log.read_text().count('"event": "message_accepted"') == 6
+    gateway.start()
+    try:
+        gateway.wait_for(lambda: len([d for d in gateway.docs() if d["status"] == "sent"]) == 5)
+        messages = gateway.cli("quarantine", "list", "--json").stdout
+        assert messages.strip() == ""
+    finally:
+        gateway.stop()
+    drop = tmp_path / "var" / "outbox" / "Invoice_import"
+    assert sorted(p.name.split("-", 1)[1] for p in drop.iterdir()) == [
+        f"i{n}.xml" for n in range(5)
+    ]
