@@ -31,8 +31,8 @@ MESSAGES_RECEIVED = Counter(
 )
 MESSAGES_REFUSED = Counter(
     "gateway_messages_refused",
-    "Messages or recipients refused at a door, by reason.",
-    ["intake", "reason"],
+    "Refusals and temporary failures answered at a door, by reply code.",
+    ["intake", "code"],
     registry=REGISTRY,
 )
 DELIVERIES = Counter(

@@ -9,6 +9,7 @@ after a lost 250, an IMAP re-scan and a file dropped twice all end in one messag
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway import metrics
 from gateway.intake import mime
 from gateway.store.db import Store
 from gateway.store.models import Event, Message, utcnow
@@ -70,6 +72,7 @@ def accept_message(
     With `quarantine` the message is kept aside with that reason instead of being processed:
     the doors that cannot refuse (IMAP, folder) use it for senders their dossier does not allow.
     """
+    started = time.monotonic()
     head = mime.headers(mime.parse(raw, headers_only=True))
     digest = store.blobs.put(raw)
     key = intake_key(head.message_id, digest, envelope.routes)
@@ -102,6 +105,8 @@ def accept_message(
                 record(session, row.id)
     except IntegrityError:
         return _first(store, key, record)
+    metrics.MESSAGES_RECEIVED.labels(envelope.source).inc()
+    metrics.INTAKE_SECONDS.labels(envelope.source).observe(time.monotonic() - started)
     return Accepted(row.id, duplicate=False)
 
 

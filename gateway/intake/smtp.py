@@ -22,6 +22,7 @@ from typing import Any, AnyStr
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway import metrics
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import routing, sender_auth, senders, smtp_checks
 from gateway.intake.accept import Envelope as IntakeEnvelope
@@ -109,10 +110,12 @@ class GatewaySMTP(SMTP):
         return GatewayEnvelope()
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
-            await super().push(ENHANCED.get(status, status))
-        else:
-            await super().push(status)
+        """Every reply leaves here: aiosmtpd's own get enhanced codes, refusals are counted
+        by their code, as postfix_exporter does."""
+        text = ENHANCED.get(status, status) if isinstance(status, str) else status.decode()
+        if text[:1] in ("4", "5"):
+            metrics.MESSAGES_REFUSED.labels("smtp", text[:9].strip()).inc()
+        await super().push(text)
 
     async def _handle_client(self) -> None:
         refusal = self.gate.enter(self)

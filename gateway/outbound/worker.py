@@ -16,9 +16,17 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
+from gateway import metrics
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
-from gateway.outbound.base import Adapter, DeliveryError, Outgoing, TransientError
+from gateway.outbound.base import (
+    Adapter,
+    DeliveryError,
+    Outgoing,
+    PermanentError,
+    RejectedError,
+    TransientError,
+)
 from gateway.outbound.kinds import concurrency, make_adapter
 from gateway.store.db import Store
 from gateway.store.models import Delivery, Integration
@@ -77,24 +85,29 @@ class DeliveryRunner:
 
     async def _deliver(self, claim: queue.Claim) -> None:
         handing_over = False
+        name = "unknown"
         keeper = asyncio.create_task(self._keep_lease(claim))
         try:
             item, integration = await asyncio.to_thread(self._load, claim)
+            name = integration.name
             adapter = await self._adapter(integration)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)
             handing_over = True
-            ref = await adapter.deliver(item)
+            with metrics.DELIVERY_SECONDS.labels(name).time():
+                ref = await adapter.deliver(item)
         except asyncio.CancelledError:
             await asyncio.shield(asyncio.to_thread(self._release, claim, handing_over))
             raise
         except DeliveryError as exc:
+            metrics.DELIVERIES.labels(name, _outcome(exc)).inc()
             await asyncio.to_thread(self._record_failure, claim, exc)
         except Exception as exc:
             log.exception("delivery_crashed", delivery=claim.delivery_id)
             error = TransientError("internal-error", f"{type(exc).__name__}: {exc}")
             await asyncio.to_thread(self._record_failure, claim, error)
         else:
+            metrics.DELIVERIES.labels(name, "sent").inc()
             await asyncio.to_thread(self._record_success, claim, ref)
         finally:
             keeper.cancel()
@@ -163,3 +176,9 @@ class DeliveryRunner:
                 queue.expire(session, claim)
             else:
                 queue.release(session, claim)
+
+
+def _outcome(error: DeliveryError) -> str:
+    if isinstance(error, RejectedError):
+        return "rejected"
+    return "failed" if isinstance(error, PermanentError) else "deferred"

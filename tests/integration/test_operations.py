@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import smtplib
 import socket
 import time
 import urllib.error
@@ -116,12 +117,19 @@ def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
         assert _get(f"{base}/readyz") == (200, "ok\n")
         assert _get(f"{base}/nope")[0] == 404
         gateway.send(mail("demo@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            gateway.send(mail("nobody@gateway.localhost", ("i.xml", INVOICE, "text/xml")))
         gateway.wait_for(lambda: [d for d in gateway.docs() if d["status"] == "sent"])
         status, body = _get(f"{base}/metrics")
         assert status == 200
         assert 'gateway_build_info{version="' in body
         assert 'gateway_documents{status="sent",type="purchase_invoice"} 1.0' in body
         assert 'gateway_queue_deliveries{state="sent"} 1.0' in body
+        assert 'gateway_messages_received_total{intake="smtp"} 1.0' in body
+        assert 'gateway_messages_refused_total{code="550 5.1.1",intake="smtp"} 1.0' in body
+        assert 'gateway_deliveries_total{integration="drop",outcome="sent"} 1.0' in body
+        assert 'gateway_delivery_duration_seconds_count{integration="drop"} 1.0' in body
+        assert 'gateway_intake_duration_seconds_count{intake="smtp"} 1.0' in body
         assert "demo@gateway.localhost" not in body
     finally:
         gateway.stop()
