@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ class GatewaySMTP(SMTP):
         await super().push(text)
 
     async def _handle_client(self) -> None:
+        structlog.contextvars.bind_contextvars(smtp_session=secrets.token_hex(6))
         refusal = self.gate.enter(self)
         if refusal is not None:
             log.warning("smtp_session_refused", peer=_peer(self.session), reply=refusal[:9])

@@ -90,6 +90,7 @@ class DeliveryRunner:
         try:
             item, integration = await asyncio.to_thread(self._load, claim)
             name = integration.name
+            structlog.contextvars.bind_contextvars(doc=item.document_id, integration=name)
             adapter = await self._adapter(integration)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)
@@ -111,6 +112,7 @@ class DeliveryRunner:
             await asyncio.to_thread(self._record_success, claim, ref)
         finally:
             keeper.cancel()
+            structlog.contextvars.unbind_contextvars("doc", "integration")
 
     async def _keep_lease(self, claim: queue.Claim) -> None:
         """Renew the lease while a long upload runs, so nobody takes a live attempt over."""
