@@ -60,19 +60,37 @@ class DeliveryRunner:
     async def _loop(self) -> None:
         while True:
             async with self._claiming:
-                claims = await asyncio.to_thread(self._claim, dict(self._busy))
+                claims = await self._take()
                 self._busy.update(c.integration_id for c in claims)
             if not claims:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval)
                 continue
-            for claim in claims:
+            for index, claim in enumerate(claims):
                 try:
                     await self._deliver(claim)
+                except asyncio.CancelledError:
+                    await asyncio.shield(self._give_back(claims[index + 1 :]))
+                    raise
                 finally:
                     self._busy[claim.integration_id] -= 1
             self.wake.set()  # a slot is free again: a sibling waiting on a full integration may go
+
+    async def _take(self) -> list[queue.Claim]:
+        """Claim due deliveries. The claim commits in a thread that a shutdown cannot stop, so
+        a cancellation waits for it and gives the claims back rather than orphan them for a
+        whole lease."""
+        claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, dict(self._busy)))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            await self._give_back(await claiming)
+            raise
+
+    async def _give_back(self, claims: list[queue.Claim]) -> None:
+        for claim in claims:
+            await asyncio.to_thread(self._release, claim, False)
 
     def _claim(self, busy: dict[int, int]) -> list[queue.Claim]:
         with self.store.session.begin() as session:

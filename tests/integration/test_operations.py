@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import smtplib
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -217,35 +219,70 @@ def _in_flight_session(port: int) -> socket.socket:
     return client
 
 
-def test_sigterm_lets_sessions_finish_refuses_new_ones_and_loses_nothing(tmp_path: Path) -> None:
+class Senders:
+    """Clients mailing numbered invoices in a loop, each on its own session, until stopped;
+    they remember which numbers got a 250, as a real client would before deleting its copy."""
+
+    def __init__(self, gateway: Gateway, clients: int) -> None:
+        self.gateway = gateway
+        self.accepted: list[int] = []
+        self.stop = threading.Event()
+        self.numbers = itertools.count()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def __enter__(self) -> Senders:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                n = next(self.numbers)
+            message = mail("demo@gateway.localhost", (f"i{n}.xml", _numbered(n), "text/xml"))
+            try:
+                self.gateway.send(message)
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)
+                continue
+            with self.lock:
+                self.accepted.append(n)
+
+
+def test_sigterm_under_load_finishes_sessions_refuses_new_ones_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     gateway = Gateway(tmp_path, base_config(port, "[daemon]\ndrain_timeout = 20\n" + DROP), port)
     gateway.start()
-    sent = [
-        mail("demo@gateway.localhost", (f"i{n}.xml", _numbered(n), "text/xml")) for n in range(5)
-    ]
-    for message in sent:
-        gateway.send(message)
-    client = _in_flight_session(port)
     assert gateway.proc is not None
-    gateway.proc.send_signal(signal.SIGTERM)
-    gateway.wait_for(lambda: "gateway_stopping" in gateway.log.read_text())
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
-        assert late.recv(200).startswith(b"421 4.3.2")
-    client.sendall(b"second half\r\n.\r\n")
-    assert client.makefile("rb").readline().startswith(b"250 ")
-    client.sendall(b"QUIT\r\n")
-    client.close()
-    assert gateway.proc.wait(timeout=30) == 0
-    assert gateway.log.read_text().count('"event": "message_accepted"') == 6
+    with Senders(gateway, clients=6) as senders:
+        gateway.wait_for(lambda: len(senders.accepted) >= 20, timeout=60)
+        client = _in_flight_session(port)
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.wait_for(lambda: "gateway_stopping" in gateway.log.read_text())
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+            assert late.recv(200).startswith(b"421 4.3.2")
+        client.sendall(b"second half\r\n.\r\n")
+        assert client.makefile("rb").readline().startswith(b"250 ")
+        client.close()
+        assert gateway.proc.wait(timeout=30) == 0
+    accepted = sorted(senders.accepted)
+    assert gateway.log.read_text().count('"event": "message_accepted"') == len(accepted) + 1
     gateway.start()
     try:
-        gateway.wait_for(lambda: len([d for d in gateway.docs() if d["status"] == "sent"]) == 5)
-        messages = gateway.cli("quarantine", "list", "--json").stdout
-        assert messages.strip() == ""
+        gateway.wait_for(
+            lambda: len([d for d in gateway.docs() if d["status"] == "sent"]) == len(accepted),
+            timeout=60,
+        )
     finally:
         gateway.stop()
     drop = tmp_path / "var" / "outbox" / "Invoice_import"
-    assert sorted(p.name.split("-", 1)[1] for p in drop.iterdir()) == [
-        f"i{n}.xml" for n in range(5)
-    ]
+    landed = sorted(int(p.name.split("-i", 1)[1].removesuffix(".xml")) for p in drop.iterdir())
+    assert landed == accepted
