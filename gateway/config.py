@@ -134,6 +134,20 @@ class ImapAccountSettings:
 
 
 @dataclass(frozen=True)
+class FolderSettings:
+    """The drop folder: `root/<dossier-slug>/<file>`; empty root: no folder door."""
+
+    root: str = ""
+    # A file is taken once its size and mtime have not changed for this many seconds.
+    stable_seconds: float = field(default=2.0, metadata=_check(lambda v: v >= 0, ">= 0"))
+    # Poll instead of inotify (network shares: SMB/NFS send no events).
+    force_polling: bool = False
+    # Seconds between full rescans, whatever the watcher reports.
+    rescan_interval: float = field(default=30.0, metadata=_positive())
+    max_file_size: int = field(default=50 * 1024 * 1024, metadata=_positive())
+
+
+@dataclass(frozen=True)
 class MimeSettings:
     """How far a message is taken apart; past a limit the message goes to quarantine."""
 
@@ -194,6 +208,7 @@ class Settings:
     mime: MimeSettings = MimeSettings()
     intake: IntakeSettings = IntakeSettings()
     imap: list[ImapAccountSettings] = field(default_factory=list)
+    folder: FolderSettings = FolderSettings()
 
     @property
     def blob_dir(self) -> Path:
@@ -299,6 +314,7 @@ TOP_LEVEL = {
     "mime",
     "intake",
     "imap",
+    "folder",
 }
 
 
@@ -308,7 +324,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         if key not in TOP_LEVEL:
             known = ", ".join(sorted(TOP_LEVEL))
             raise ConfigError(source, key, f"unknown table (known: {known})")
-    names = ("gateway", "database", "smtp", "delivery", "mime", "intake")
+    names = ("gateway", "database", "smtp", "delivery", "mime", "intake", "folder")
     tables = {k: data.get(k, {}) for k in names}
     for key, table in tables.items():
         if not isinstance(table, dict):
@@ -324,6 +340,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         mime=read_table(MimeSettings, tables["mime"], source, "mime."),
         intake=read_table(IntakeSettings, tables["intake"], source, "intake."),
         imap=_imap_accounts(data.get("imap", []), source),
+        folder=read_table(FolderSettings, tables["folder"], source, "folder."),
     )
     _check_references(settings)
     return settings

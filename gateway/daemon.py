@@ -17,6 +17,7 @@ import structlog
 from gateway import office
 from gateway.config import Settings
 from gateway.intake import sender_auth, smtp
+from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.outbound.worker import DeliveryRunner
 from gateway.pipeline import PipelineRunner
@@ -54,6 +55,9 @@ async def serve(settings: Settings) -> None:
     for account in settings.imap:
         poller = ImapPoller(account, store, settings.intake, pipeline.wake)
         runners.append(asyncio.create_task(poller.run(), name=f"imap:{account.name}"))
+    if settings.folder.root:
+        folder = FolderDoor(settings.folder, store, settings.intake, pipeline.wake)
+        runners.append(asyncio.create_task(folder.run(), name="folder"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
