@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     _integration_commands(sub)
     _doc_commands(sub)
     _quarantine_commands(sub)
+    pw = sub.add_parser(
+        "smtp-password", help="print a smtp.auth_file line for USER (password from stdin)"
+    )
+    pw.add_argument("user")
+    pw.set_defaults(func=cmd_smtp_password)
     return parser
 
 
@@ -299,6 +305,19 @@ def cmd_quarantine_act(args: argparse.Namespace) -> int:
             )
             print(f"message {message_id}: {row.verdict}")
     return EX_REFUSED if refused else 0
+
+
+def cmd_smtp_password(args: argparse.Namespace) -> int:
+    from gateway.intake.smtp_auth import hash_password
+
+    if ":" in args.user or not args.user.strip():
+        raise Refused(f"user {args.user!r}: must be non-empty and contain no ':'")
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\r\n")
+    if not password:
+        raise Refused("empty password")
+    print(f"{args.user}:{hash_password(password)}")
+    return 0
 
 
 def message_view(m: Message) -> dict[str, Any]:

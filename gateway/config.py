@@ -79,6 +79,8 @@ class SmtpSettings:
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
+    # Users for SMTP AUTH (PLAIN/LOGIN, only after STARTTLS); empty: no AUTH offered.
+    auth_file: str = ""
 
 
 SENDER_POLICIES = ("off", "header", "aligned")
@@ -368,7 +370,9 @@ def _check_smtp(settings: Settings) -> None:
     smtp = settings.smtp
     if smtp.require_tls and not smtp.tls_cert:
         raise ConfigError(settings.source, "smtp.require_tls", "needs smtp.tls_cert (and tls_key)")
-    for key in ("tls_cert", "tls_key"):
+    if smtp.auth_file and not smtp.tls_cert:
+        raise ConfigError(settings.source, "smtp.auth_file", "AUTH needs smtp.tls_cert (TLS)")
+    for key in ("tls_cert", "tls_key", "auth_file"):
         path = getattr(smtp, key)
         if path and not Path(path).is_file():
             raise ConfigError(settings.source, f"smtp.{key}", f"no such file: {path}")

@@ -22,7 +22,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import routing, sender_auth, senders, smtp_checks
+from gateway.intake import routing, sender_auth, senders, smtp_auth, smtp_checks
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.accept import Route, accept_message
 from gateway.office import allowed_patterns
@@ -177,7 +177,11 @@ class Handler:
         if not guarded:
             return "", {}
         evidence = sender_auth.Evidence()
-        if policy is senders.SenderPolicy.ALIGNED:
+        if policy is senders.SenderPolicy.ALIGNED and session.authenticated:
+            # The login proves the sender better than SPF or DKIM would.
+            policy = senders.SenderPolicy.HEADER
+            evidence = sender_auth.Evidence(results={"smtp_auth": session.login_data.decode()})
+        elif policy is senders.SenderPolicy.ALIGNED:
             peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
             evidence = await asyncio.to_thread(
                 self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
@@ -233,6 +237,13 @@ async def start(
     handler = Handler(store, on_accept, settings, intake or IntakeSettings())
     gate = SessionGate(settings.max_sessions)
     context = tls_context(settings)
+    auth: dict[str, Any] = {}
+    if settings.auth_file:
+        auth = {
+            "authenticator": smtp_auth.Authenticator(smtp_auth.load_users(settings.auth_file)),
+            "auth_require_tls": True,
+            "command_call_limit": {"AUTH": smtp_auth.MAX_AUTH_ATTEMPTS, "*": 10**9},
+        }
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
@@ -248,6 +259,7 @@ async def start(
             ident="gateway ESMTP",
             tls_context=context,
             require_starttls=settings.require_tls,
+            **auth,
         )
 
     return await loop.create_server(protocol, settings.host, settings.port)

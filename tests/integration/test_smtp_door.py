@@ -323,3 +323,51 @@ def test_commands_pipelined_with_starttls_are_discarded(
         tls.close()
     finally:
         door.stop()
+
+
+def test_auth_only_after_tls_and_it_stands_in_for_alignment(
+    tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    from gateway.config import IntakeSettings
+    from gateway.intake.smtp_auth import hash_password
+
+    ca, cert, key = tls_files
+    users = tmp_path / "smtp-users"
+    users.write_text(f"alice:{hash_password('s3cret')}\n")
+    door = SmtpDoor(
+        tmp_path,
+        [dossier("acme", [GOOD])],
+        IntakeSettings(sender_policy="aligned"),
+        tls_cert=str(cert),
+        tls_key=str(key),
+        auth_file=str(users),
+    )
+    try:
+        with _client(door) as client:
+            assert "auth" not in client.esmtp_features
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHMzY3JldA==")
+            assert (code, text) == (
+                538,
+                "5.7.11 Encryption required for requested authentication mechanism",
+            )
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            assert "PLAIN" in client.esmtp_features["auth"]
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")  # alice / wrong
+            assert (code, text) == (535, "5.7.8 Authentication credentials invalid")
+            client.login("alice", "s3cret")  # third AUTH of this connection: still allowed
+            assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+        [message] = door.messages()
+        assert message.auth == {"smtp_auth": "alice"}
+        with _client(door) as client:
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            for _ in range(3):
+                code, _text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")
+                assert code == 535
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")
+            assert code == 421
+    finally:
+        door.stop()
