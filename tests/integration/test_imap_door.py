@@ -148,6 +148,9 @@ class Poller:
             return list(session.scalars(select(ImapSeen).order_by(ImapSeen.id)))
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+
         async def cancel() -> None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,3 +300,48 @@ timeout = 5.0
         assert out == ""
     finally:
         gateway.stop()
+
+
+def test_implicit_tls_with_a_pinned_ca_and_fail_closed_without(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    account.append(raw_mail("tls"))
+    untrusted = poller_factory(settings(dovecot, tmp_path, tls="ssl", port=dovecot.tls_port))
+    time.sleep(1.5)
+    assert not untrusted.poller.synced
+    assert untrusted.messages() == []
+    untrusted.stop()
+    trusted = settings(dovecot, tmp_path, tls="ssl", port=dovecot.tls_port, ca_file=dovecot.ca_file)
+    poller = poller_factory(trusted)
+    wait_for(lambda: account.count("Processed") == 1, why="taken over TLS")
+    assert [m.subject for m in poller.messages()] == ["tls"]
+
+
+def test_catch_all_routes_by_delivered_to_and_quarantines_strangers(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    account.append(b"Delivered-To: acme+bank@docs.office.example\r\n" + raw_mail("routed"))
+    account.append(b"Delivered-To: stranger@docs.office.example\r\n" + raw_mail("stranger"))
+    poller = poller_factory(settings(dovecot, tmp_path, dossier="", catch_all=True))
+    wait_for(lambda: account.count("Processed") == 2, why="both moved")
+    found = {m.subject: m for m in poller.messages()}
+    assert found["routed"].routes == [{"dossier": "acme", "hint": "bank"}]
+    assert found["routed"].verdict == "accepted"
+    assert (found["stranger"].verdict, found["stranger"].reason) == (
+        "quarantined",
+        "catch-all mailbox: no dossier has the address it was for (stranger@docs.office.example)",
+    )
+
+
+def test_without_idle_it_polls_and_takes_at_most_the_run_cap(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    for subject in ("a", "b", "c"):
+        account.append(raw_mail(subject))
+    capped = settings(dovecot, tmp_path, idle=False, max_messages_per_run=1, poll_interval=1.0)
+    poller = poller_factory(capped)
+    wait_for(lambda: poller.poller.synced, why="first sync")
+    first = len(poller.messages())
+    assert first == 1
+    wait_for(lambda: account.count("Processed") == 3, timeout=15, why="the rest, one per run")
+    assert sorted(m.subject for m in poller.messages()) == ["a", "b", "c"]
