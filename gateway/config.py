@@ -158,8 +158,8 @@ class MimeSettings:
     max_header_bytes: int = field(default=102400, metadata=_positive())
     small_image_bytes: int = field(default=20 * 1024, metadata=_check(lambda v: v >= 0, ">= 0"))
     zip_max_entries: int = field(default=500, metadata=_positive())
-    zip_max_total: int = field(default=200 * 1024 * 1024, metadata=_positive())
-    zip_max_ratio: int = field(default=200, metadata=_positive())
+    zip_max_total: int = field(default=100 * 1024 * 1024, metadata=_positive())
+    zip_max_ratio: int = field(default=100, metadata=_positive())
     zip_max_depth: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))
 
 

@@ -143,6 +143,9 @@ class Handler:
         if smtp_checks.has_bare_line_ending(raw):
             log.info("smtp_bare_line_ending", peer=_peer(session), size=len(raw))
             return smtp_checks.BARE_LINE_ENDING
+        if smtp_checks.is_looping(raw):
+            log.warning("smtp_mail_loop", peer=_peer(session), size=len(raw))
+            return smtp_checks.LOOP
         try:
             refusal, auth = await self._check_senders(session, envelope, raw)
             if refusal:

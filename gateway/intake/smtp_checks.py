@@ -17,10 +17,17 @@ BARE_LINE_ENDING = (
     "550 5.6.0 Message refused: bare CR or LF in the content (every line must end in CRLF)"
 )
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# Postfix's hopcount_limit: more Received headers than this is a mail loop (RFC 5321 §6.3).
+MAX_HOPS = 50
+LOOP = f"554 5.4.6 Too many hops (more than {MAX_HOPS} Received headers): mail loop"
 
 
 def has_bare_line_ending(data: bytes) -> bool:
     return _BARE.search(data) is not None
+
+
+def is_looping(raw: bytes) -> bool:
+    return len(header_values(raw, "Received")) > MAX_HOPS
 
 
 def header_values(raw: bytes, name: str) -> list[str]:

@@ -39,7 +39,7 @@ class Dovecot:
     tls_port: int = 0
     ca_file: str = ""
     user: str = "acct"
-    password: str = "secret"
+    password: str = "canary-7f3a-imap-pw"
     host: str = "127.0.0.1"
 
     @property
@@ -123,7 +123,7 @@ def start_dovecot(tmpdir: Path) -> Dovecot:
     for sub in ("mail", "run", "state"):
         (root / sub).mkdir(exist_ok=True)
     (root / "passwd").write_text(
-        f"acct:{{PLAIN}}secret:{nobody.pw_uid}:{nobody.pw_gid}::{root}/mail/acct\n"
+        f"acct:{{PLAIN}}canary-7f3a-imap-pw:{nobody.pw_uid}:{nobody.pw_gid}::{root}/mail/acct\n"
     )
     (root / "mail" / "acct").mkdir(exist_ok=True)
     shutil.chown(root / "mail", nobody.pw_uid, nobody.pw_gid)

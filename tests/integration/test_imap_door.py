@@ -99,7 +99,7 @@ def account(dovecot: Dovecot, tmp_path: Path) -> Account:
 
 def settings(dovecot: Dovecot, tmp_path: Path, **kw: Any) -> ImapAccountSettings:
     password = tmp_path / "imap.pw"
-    password.write_text("secret\n")
+    password.write_text(dovecot.password + "\n")
     base = ImapAccountSettings(
         name="acme-inbox",
         host="127.0.0.1",
@@ -264,7 +264,7 @@ def test_crash_between_commit_and_post_action_takes_the_message_once(
     account: Account, dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     password = tmp_path / "imap.pw"
-    password.write_text("secret\n")
+    password.write_text(dovecot.password + "\n")
     extra = f"""
 [[dossiers]]
 slug = "acme"
@@ -298,6 +298,7 @@ timeout = 5.0
         assert [(d["filename"], d["source"]) for d in docs] == [("crash.pdf", "imap")]
         out = gateway.cli("quarantine", "list", "--json").stdout
         assert out == ""
+        assert dovecot.password not in gateway.log.read_text()  # the daemon logs at debug here
     finally:
         gateway.stop()
 

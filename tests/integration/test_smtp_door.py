@@ -176,6 +176,22 @@ def test_line_too_long_is_refused(door: SmtpDoor) -> None:
     assert door.messages() == []
 
 
+def test_a_mail_loop_is_refused(door: SmtpDoor) -> None:
+    lines = [b"Received: from hop%d by relay; Sat, 21 Nov 2026\r\n" % i for i in range(51)]
+    hops = b"".join(lines)
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("open@docs.office.example")
+        code, text = client.data(hops + _mail())
+        assert code == 554
+        assert text.decode().startswith("5.4.6 Too many hops")
+        assert (
+            client.sendmail(GOOD, ["open@docs.office.example"], b"".join(lines[:50]) + _mail())
+            == {}
+        )
+    assert len(door.messages()) == 1
+
+
 def test_the_same_message_twice_is_stored_once(door: SmtpDoor) -> None:
     raw = _mail()
     with _client(door) as client:

@@ -81,4 +81,4 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.intake.sender_policy == "header"
     assert settings.folder.root == ""
     assert settings.smtp.max_recipients == 100
-    assert settings.mime.zip_max_ratio == 200
+    assert settings.mime.zip_max_ratio == 100
