@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     _integration_commands(sub)
     _doc_commands(sub)
     _quarantine_commands(sub)
+    message = sub.add_parser("message", help="messages").add_subparsers(required=True)
+    show_message = message.add_parser(
+        "show", help="one message: verdict, routes, skipped parts, documents, events"
+    )
+    show_message.add_argument("id", type=int)
+    _json_flag(show_message)
+    show_message.set_defaults(func=cmd_message_show)
     pw = sub.add_parser(
         "smtp-password", help="print a smtp.auth_file line for USER (password from stdin)"
     )
@@ -305,6 +312,24 @@ def cmd_quarantine_act(args: argparse.Namespace) -> int:
             )
             print(f"message {message_id}: {row.verdict}")
     return EX_REFUSED if refused else 0
+
+
+def cmd_message_show(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        row = session.get(Message, args.id)
+        if row is None:
+            raise Refused(f"no message {args.id}")
+        view = message_view(row) | {"routes": row.routes, "auth": row.auth}
+        docs = session.scalars(select(Document).where(Document.message_id == row.id))
+        view["documents"] = [
+            {"id": d.id, "dossier": d.dossier.slug, "filename": d.filename} for d in docs
+        ]
+        events = session.scalars(select(Event).where(Event.message_id == row.id).order_by(Event.id))
+        view["events"] = [{"at": e.at.isoformat(), "kind": e.kind, **e.detail} for e in events]
+        _emit([view], args.json, _pretty)
+        return 0
+
+    return _with_session(args, work)
 
 
 def cmd_smtp_password(args: argparse.Namespace) -> int:

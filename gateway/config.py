@@ -74,6 +74,8 @@ class SmtpSettings:
     max_message_size: int = field(default=25 * 1024 * 1024, metadata=_positive())
     timeout: float = field(default=300.0, metadata=_positive())
     max_recipients: int = field(default=100, metadata=_positive())
+    # Unknown recipients one session may try before it is closed (address harvesting).
+    max_unknown_recipients: int = field(default=20, metadata=_positive())
     max_sessions: int = field(default=100, metadata=_positive())
     max_line_length: int = field(default=1000, metadata=_check(lambda v: v >= 100, ">= 100"))
     tls_cert: str = ""

@@ -32,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
+HARVESTING = "421 4.7.0 Too many unknown recipients, closing connection"
+# Replies after which the server hangs up, as RFC 5321 §3.8 expects of a 421.
+CLOSING = frozenset({HARVESTING})
 # aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
 ENHANCED = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
@@ -52,6 +55,12 @@ class Target:
 
     route: Route
     patterns: list[str]
+
+
+class GatewaySession(Session):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.unknown_rcpts = 0
 
 
 class GatewayEnvelope(Envelope):
@@ -86,9 +95,14 @@ class GatewaySMTP(SMTP):
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()
 
+    def _create_session(self) -> GatewaySession:
+        return GatewaySession(self.loop)
+
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
             await super().push(ENHANCED.get(status, status))
+            if status in CLOSING and self.transport is not None:
+                self.transport.close()
         else:
             await super().push(status)
 
@@ -114,7 +128,12 @@ class Handler:
     authenticate: Authenticate = field(default_factory=lambda: sender_auth.smtp_evidence)
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: GatewayEnvelope, address: str, options: Any
+        self,
+        server: SMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        address: str,
+        options: Any,
     ) -> str:
         if len(envelope.rcpt_tos) >= self.smtp.max_recipients:
             return smtp_checks.TOO_MANY_RECIPIENTS
@@ -125,6 +144,10 @@ class Handler:
             return TEMPFAIL
         if target is None:
             log.info("smtp_rcpt_refused", rcpt=address, peer=_peer(session))
+            session.unknown_rcpts += 1
+            if session.unknown_rcpts > self.smtp.max_unknown_recipients:
+                log.warning("smtp_harvesting", peer=_peer(session), unknown=session.unknown_rcpts)
+                return HARVESTING
             return f"550 5.1.1 <{address}>: no dossier has this address"
         slug = target.route.dossier
         verdict = senders.check_envelope(slug, target.patterns, envelope.mail_from or "")

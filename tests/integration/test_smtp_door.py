@@ -72,6 +72,20 @@ def test_unknown_address_is_refused_at_rcpt_and_nothing_is_stored(door: SmtpDoor
     assert door.messages() == []
 
 
+def test_address_harvesting_is_cut_off(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        for i in range(20):
+            assert client.rcpt(f"guess{i}@docs.office.example")[0] == 550
+        code, text = client.rcpt("guess20@docs.office.example")
+        assert (code, text.decode()) == (
+            421,
+            "4.7.0 Too many unknown recipients, closing connection",
+        )
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+
+
 def test_sub_address_routes_to_the_dossier_with_a_type_hint(door: SmtpDoor) -> None:
     with _client(door) as client:
         client.sendmail(GOOD, ["acme+purchase@docs.office.example"], _mail())
