@@ -129,6 +129,7 @@ class ImapPoller:
         self.on_accept = on_accept
         self.log = log.bind(account=settings.name, folder=settings.folder)
         self.synced = False
+        self.too_big: set[tuple[int, int]] = set()
 
     async def run(self) -> None:
         """Forever: connect, sync, wait for news; on any failure back off and reconnect."""
@@ -206,9 +207,12 @@ class ImapPoller:
         for uid in new:
             size = sizes.get(uid, 0)
             if size > self.settings.max_message_size:
-                self.log.error("imap_message_too_big", uid=uid, size=size)
+                if (mailbox.uidvalidity, uid) not in self.too_big:
+                    self.too_big.add((mailbox.uidvalidity, uid))
+                    self.log.error("imap_message_too_big", uid=uid, size=size)
                 continue
-            if taken >= self.settings.max_messages_per_run or size > budget:
+            # At least one message per run, so a budget smaller than a message cannot stall.
+            if taken >= self.settings.max_messages_per_run or (taken and size > budget):
                 break
             await self._take(mailbox, uid)
             budget -= size

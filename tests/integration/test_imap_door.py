@@ -346,3 +346,25 @@ def test_without_idle_it_polls_and_takes_at_most_the_run_cap(
     assert first == 1
     wait_for(lambda: account.count("Processed") == 3, timeout=15, why="the rest, one per run")
     assert sorted(m.subject for m in poller.messages()) == ["a", "b", "c"]
+
+
+def test_too_big_is_left_on_the_server_and_a_tiny_budget_still_progresses(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    big = raw_mail("big").replace(b"invoice attached", b"x" * 6000)
+    account.append(big)
+    account.append(raw_mail("small-1"))
+    account.append(raw_mail("small-2"))
+    limits = settings(
+        dovecot,
+        tmp_path,
+        idle=False,
+        poll_interval=0.5,
+        max_message_size=4000,
+        max_bytes_per_run=10,
+    )
+    poller = poller_factory(limits)
+    wait_for(lambda: account.count("Processed") == 2, timeout=15, why="the small ones")
+    time.sleep(1.0)
+    assert sorted(m.subject for m in poller.messages()) == ["small-1", "small-2"]
+    assert account.count("INBOX") == 1
