@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gateway import office
 from gateway.config import DossierSettings, SmtpSettings
-from gateway.intake import smtp
+from gateway.intake.smtpd import door as smtpd
 from gateway.store.db import open_store, upgrade
 
 
@@ -56,7 +56,7 @@ def main(total: int, connections: int) -> None:
     threading.Thread(target=loop.run_forever, daemon=True).start()
     settings = SmtpSettings(port=0)
     server = asyncio.run_coroutine_threadsafe(
-        smtp.start(settings, store, lambda: None), loop
+        smtpd.start(settings, store, lambda: None), loop
     ).result()
     port = server.sockets[0].getsockname()[1]
     mails = [_mail(i) for i in range(total)]

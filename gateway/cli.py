@@ -333,7 +333,7 @@ def cmd_message_show(args: argparse.Namespace) -> int:
 
 
 def cmd_smtp_password(args: argparse.Namespace) -> int:
-    from gateway.intake.smtp_auth import hash_password
+    from gateway.intake.smtpd.login import hash_password
 
     if ":" in args.user or not args.user.strip():
         raise Refused(f"user {args.user!r}: must be non-empty and contain no ':'")

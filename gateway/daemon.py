@@ -16,9 +16,10 @@ import structlog
 
 from gateway import office
 from gateway.config import Settings
-from gateway.intake import sender_auth, smtp
 from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
+from gateway.intake.senders import authentication
+from gateway.intake.smtpd import door as smtpd
 from gateway.outbound.worker import DeliveryRunner
 from gateway.pipeline import PipelineRunner
 from gateway.store.db import check_current, open_store
@@ -46,8 +47,8 @@ async def serve(settings: Settings) -> None:
     pipeline = PipelineRunner(store, settings.delivery, delivery.wake, settings.mime)
     if settings.intake.dns_resolver:
         host, _, port = settings.intake.dns_resolver.partition(":")
-        sender_auth.use_resolver(host, int(port or 53))
-    server = await smtp.start(settings.smtp, store, pipeline.wake.set, settings.intake)
+        authentication.use_resolver(host, int(port or 53))
+    server = await smtpd.start(settings.smtp, store, pipeline.wake.set, settings.intake)
     runners: list[asyncio.Task[None]] = [
         asyncio.create_task(pipeline.run(), name="pipeline"),
         asyncio.create_task(delivery.run(), name="delivery"),

@@ -37,9 +37,10 @@ from sqlalchemy import select
 
 from gateway.config import FolderSettings, IntakeSettings
 from gateway.filenames import safe_filename
-from gateway.intake import screen, senders, smtp_checks
+from gateway.intake import mime
 from gateway.intake.accept import Envelope, Route, accept_message
 from gateway.intake.crashpoint import crashpoint
+from gateway.intake.senders import allowlist, screen
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store
 from gateway.store.models import Dossier
@@ -193,8 +194,8 @@ class FolderDoor:
         routes, quarantine = self._routes(rel)
         mail_from, auth = "", {}
         if is_mail and routes:
-            mail_from = screen.return_path(raw) or senders.header_from(
-                smtp_checks.header_values(raw, "From")
+            mail_from = screen.return_path(raw) or allowlist.header_from(
+                mime.header_values(raw, "From")
             )
             screening = screen.screen(self.store, raw, routes, self.intake)
             quarantine, auth = screening.quarantine, screening.auth

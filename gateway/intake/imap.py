@@ -28,9 +28,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import ImapAccountSettings, IntakeSettings
-from gateway.intake import routing, screen, smtp_checks
+from gateway.intake import mime, routing
 from gateway.intake.accept import Envelope, Route, accept_message
 from gateway.intake.crashpoint import crashpoint
+from gateway.intake.senders import screen
 from gateway.store.db import Store
 from gateway.store.models import ImapSeen, utcnow
 
@@ -264,7 +265,7 @@ class ImapPoller:
         addresses = [
             a.strip().strip("<>")
             for name in ("Delivered-To", "X-Original-To")
-            for a in smtp_checks.header_values(raw, name)
+            for a in mime.header_values(raw, name)
         ]
         routes: dict[str, Route] = {}
         with self.store.session() as session:

@@ -359,7 +359,7 @@ def test_auth_only_after_tls_and_it_stands_in_for_alignment(
     tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
 ) -> None:
     from gateway.config import IntakeSettings
-    from gateway.intake.smtp_auth import hash_password
+    from gateway.intake.smtpd.login import hash_password
 
     ca, cert, key = tls_files
     users = tmp_path / "smtp-users"

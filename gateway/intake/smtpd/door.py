@@ -22,9 +22,11 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import routing, sender_auth, senders, smtp_auth, smtp_checks
+from gateway.intake import mime, routing
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.accept import Route, accept_message
+from gateway.intake.senders import allowlist, authentication
+from gateway.intake.smtpd import checks, login
 from gateway.office import allowed_patterns
 from gateway.store.db import Store
 
@@ -46,7 +48,7 @@ ENHANCED = {
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
 
-Authenticate = Callable[[bytes, str, str, str], sender_auth.Evidence]
+Authenticate = Callable[[bytes, str, str, str], authentication.Evidence]
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Handler:
     on_accept: Callable[[], None]
     smtp: SmtpSettings
     intake: IntakeSettings
-    authenticate: Authenticate = field(default_factory=lambda: sender_auth.smtp_evidence)
+    authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
 
     async def handle_RCPT(
         self,
@@ -136,7 +138,7 @@ class Handler:
         options: Any,
     ) -> str:
         if len(envelope.rcpt_tos) >= self.smtp.max_recipients:
-            return smtp_checks.TOO_MANY_RECIPIENTS
+            return checks.TOO_MANY_RECIPIENTS
         try:
             target = await asyncio.to_thread(self._target, address)
         except Exception:
@@ -150,10 +152,10 @@ class Handler:
                 return HARVESTING
             return f"550 5.1.1 <{address}>: no dossier has this address"
         slug = target.route.dossier
-        verdict = senders.check_envelope(slug, target.patterns, envelope.mail_from or "")
+        verdict = allowlist.check_envelope(slug, target.patterns, envelope.mail_from or "")
         if not verdict.allowed:
             log.info("smtp_sender_refused", rcpt=address, dossier=slug, at="rcpt")
-            return smtp_checks.refusal(verdict)
+            return checks.refusal(verdict)
         envelope.rcpt_tos.append(address)
         if all(t.route.dossier != slug for t in envelope.targets):
             envelope.targets.append(target)
@@ -163,12 +165,12 @@ class Handler:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return "554 5.6.0 Message content could not be read"
-        if smtp_checks.has_bare_line_ending(raw):
+        if checks.has_bare_line_ending(raw):
             log.info("smtp_bare_line_ending", peer=_peer(session), size=len(raw))
-            return smtp_checks.BARE_LINE_ENDING
-        if smtp_checks.is_looping(raw):
+            return checks.BARE_LINE_ENDING
+        if checks.is_looping(raw):
             log.warning("smtp_mail_loop", peer=_peer(session), size=len(raw))
-            return smtp_checks.LOOP
+            return checks.LOOP
         try:
             refusal, auth = await self._check_senders(session, envelope, raw)
             if refusal:
@@ -199,22 +201,22 @@ class Handler:
         """("", evidence) when every dossier of the transaction allows this message, else
         the refusal of the first that does not."""
         guarded = [t for t in envelope.targets if t.patterns]
-        policy = senders.SenderPolicy(self.intake.sender_policy)
+        policy = allowlist.SenderPolicy(self.intake.sender_policy)
         if not guarded:
             return "", {}
-        evidence = sender_auth.Evidence()
-        if policy is senders.SenderPolicy.ALIGNED and session.authenticated:
+        evidence = authentication.Evidence()
+        if policy is allowlist.SenderPolicy.ALIGNED and session.authenticated:
             # The login proves the sender better than SPF or DKIM would.
-            policy = senders.SenderPolicy.HEADER
-            evidence = sender_auth.Evidence(results={"smtp_auth": session.login_data.decode()})
-        elif policy is senders.SenderPolicy.ALIGNED:
+            policy = allowlist.SenderPolicy.HEADER
+            evidence = authentication.Evidence(results={"smtp_auth": session.login_data.decode()})
+        elif policy is allowlist.SenderPolicy.ALIGNED:
             peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
             evidence = await asyncio.to_thread(
                 self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
             )
-        from_values = smtp_checks.header_values(raw, "From")
+        from_values = mime.header_values(raw, "From")
         for target in guarded:
-            verdict = senders.check_message(
+            verdict = allowlist.check_message(
                 target.route.dossier,
                 target.patterns,
                 envelope.mail_from or "",
@@ -225,7 +227,7 @@ class Handler:
             )
             if not verdict.allowed:
                 log.info("smtp_sender_refused", dossier=target.route.dossier, at="data")
-                return smtp_checks.refusal(verdict), evidence.results
+                return checks.refusal(verdict), evidence.results
         return "", evidence.results
 
     async def handle_exception(self, error: Exception) -> str:
@@ -266,9 +268,9 @@ async def start(
     auth: dict[str, Any] = {}
     if settings.auth_file:
         auth = {
-            "authenticator": smtp_auth.Authenticator(smtp_auth.load_users(settings.auth_file)),
+            "authenticator": login.Authenticator(login.load_users(settings.auth_file)),
             "auth_require_tls": True,
-            "command_call_limit": {"AUTH": smtp_auth.MAX_AUTH_ATTEMPTS, "*": 10**9},
+            "command_call_limit": {"AUTH": login.MAX_AUTH_ATTEMPTS, "*": 10**9},
         }
     loop = asyncio.get_running_loop()
 
