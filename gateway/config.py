@@ -361,6 +361,12 @@ def _imap_accounts(raw: Any, source: str) -> list[ImapAccountSettings]:
             raise ConfigError(source, prefix + "dossier", "set either dossier or catch_all = true")
         if not Path(account.password_file).is_file():
             raise ConfigError(source, prefix + "password_file", "no such file")
+        for key in ("folder", "processed_folder"):
+            name = getattr(account, key)
+            if not name or not name.isascii() or not name.isprintable():
+                raise ConfigError(source, prefix + key, "expected a printable ASCII folder name")
+        if account.post_action == "move" and account.processed_folder == account.folder:
+            raise ConfigError(source, prefix + "processed_folder", "must differ from folder")
         accounts.append(account)
     names = [a.name for a in accounts]
     if len(set(names)) != len(names):

@@ -46,6 +46,11 @@ class ImapError(Exception):
     """The server said NO/BAD or answered something we cannot use."""
 
 
+def quoted(mailbox: str) -> str:
+    """A mailbox name as an IMAP quoted string (names are ASCII: the config checks that)."""
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
     if response.result != "OK":
         text = b" ".join(bytes(line) for line in response.lines)[:200]
@@ -62,7 +67,7 @@ class Mailbox:
     uidvalidity: int = 0
 
     async def select(self) -> None:
-        response = _ok(await self.client.select(self.settings.folder), "SELECT")
+        response = _ok(await self.client.select(quoted(self.settings.folder)), "SELECT")
         for line in response.lines:
             found = _UIDVALIDITY.search(bytes(line))
             if found:
@@ -96,7 +101,7 @@ class Mailbox:
 
     async def prepare(self) -> None:
         if self.settings.post_action == "move":
-            response = await self.client.create(self.settings.processed_folder)
+            response = await self.client.create(quoted(self.settings.processed_folder))
             text = b" ".join(bytes(line) for line in response.lines)
             if response.result != "OK" and b"ALREADYEXISTS" not in text:
                 _ok(response, f"CREATE {self.settings.processed_folder}")
@@ -106,7 +111,7 @@ class Mailbox:
             flag = f"({self.settings.flag})"
             _ok(await self.client.uid("store", str(uid), "+FLAGS", flag), "STORE")
             return
-        target = self.settings.processed_folder
+        target = quoted(self.settings.processed_folder)
         if self.client.has_capability("MOVE"):
             _ok(await self.client.uid("move", str(uid), target), "MOVE")
             return

@@ -82,7 +82,7 @@ class Account:
     def count(self, folder: str, criteria: str = "ALL") -> int:
         client = self._client()
         try:
-            status, _ = client.select(folder, readonly=True)
+            status, _ = client.select(f'"{folder}"', readonly=True)
             if status != "OK":
                 return 0
             _, data = client.uid("SEARCH", criteria)
@@ -238,8 +238,8 @@ def test_the_same_message_twice_in_the_mailbox_is_stored_once(
     raw = raw_mail("twice")
     account.append(raw)
     account.append(raw)
-    poller = poller_factory(settings(dovecot, tmp_path))
-    wait_for(lambda: account.count("Processed") == 2, why="both moved")
+    poller = poller_factory(settings(dovecot, tmp_path, processed_folder="Verwerkt facturen"))
+    wait_for(lambda: account.count("Verwerkt facturen") == 2, why="both moved")
     assert len(poller.messages()) == 1
     assert {s.message_id for s in poller.seen()} == {poller.messages()[0].id}
 

@@ -30,6 +30,8 @@ def _imap(tmp_path: Path, extra: str) -> str:
         ('dossier = "a"\ntls = "starttls"', "imap[0].tls", "ssl or none"),
         ('dossier = "a"\npost_action = "delete"', "imap[0].post_action", "move or flag"),
         ('dossier = "a"\nport = 0.5', "imap[0].port", "expected an integer"),
+        ('dossier = "a"\nfolder = "Factures reçues"', "imap[0].folder", "printable ASCII"),
+        ('dossier = "a"\nprocessed_folder = "INBOX"', "imap[0].processed_folder", "must differ"),
     ],
 )
 def test_imap_account_errors(tmp_path: Path, extra: str, key: str, expected: str) -> None:
