@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -87,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     cli_rules.register(sub)
     queue_commands.register(sub)
     _quarantine_commands(sub)
+    message = sub.add_parser("message", help="messages").add_subparsers(required=True)
+    show_message = message.add_parser(
+        "show", help="one message: verdict, routes, skipped parts, documents, events"
+    )
+    show_message.add_argument("id", type=int)
+    json_flag(show_message)
+    show_message.set_defaults(func=cmd_message_show)
+    pw = sub.add_parser(
+        "smtp-password", help="print a smtp.auth_file line for USER (password from stdin)"
+    )
+    pw.add_argument("user")
+    pw.set_defaults(func=cmd_smtp_password)
     return parser
 
 
@@ -297,6 +310,37 @@ def cmd_quarantine_act(args: argparse.Namespace) -> int:
             )
             print(f"message {message_id}: {row.verdict}")
     return EX_REFUSED if refused else 0
+
+
+def cmd_message_show(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        row = session.get(Message, args.id)
+        if row is None:
+            raise Refused(f"no message {args.id}")
+        view = message_view(row) | {"routes": row.routes, "auth": row.auth}
+        docs = session.scalars(select(Document).where(Document.message_id == row.id))
+        view["documents"] = [
+            {"id": d.id, "dossier": d.dossier.slug, "filename": d.filename} for d in docs
+        ]
+        events = session.scalars(select(Event).where(Event.message_id == row.id).order_by(Event.id))
+        view["events"] = [{"at": e.at.isoformat(), "kind": e.kind, **e.detail} for e in events]
+        emit([view], args.json, _pretty)
+        return 0
+
+    return with_session(args, work)
+
+
+def cmd_smtp_password(args: argparse.Namespace) -> int:
+    from gateway.intake.smtpd.login import hash_password
+
+    if ":" in args.user or not args.user.strip():
+        raise Refused(f"user {args.user!r}: must be non-empty and contain no ':'")
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = password.rstrip("\r\n")
+    if not password:
+        raise Refused("empty password")
+    print(f"{args.user}:{hash_password(password)}")
+    return 0
 
 
 def message_view(m: Message) -> dict[str, Any]:

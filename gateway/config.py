@@ -76,11 +76,15 @@ class SmtpSettings:
     max_message_size: int = field(default=25 * 1024 * 1024, metadata=_positive())
     timeout: float = field(default=300.0, metadata=_positive())
     max_recipients: int = field(default=100, metadata=_positive())
+    # Unknown recipients one session may try before it is closed (address harvesting).
+    max_unknown_recipients: int = field(default=20, metadata=_positive())
     max_sessions: int = field(default=100, metadata=_positive())
     max_line_length: int = field(default=1000, metadata=_check(lambda v: v >= 100, ">= 100"))
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
+    # Users for SMTP AUTH (PLAIN/LOGIN, only after STARTTLS); empty: no AUTH offered.
+    auth_file: str = ""
 
 
 SENDER_POLICIES = ("off", "header", "aligned")
@@ -136,6 +140,20 @@ class ImapAccountSettings:
 
 
 @dataclass(frozen=True)
+class FolderSettings:
+    """The drop folder: `root/<dossier-slug>/<file>`; empty root: no folder door."""
+
+    root: str = ""
+    # A file is taken once its size and mtime have not changed for this many seconds.
+    stable_seconds: float = field(default=2.0, metadata=_check(lambda v: v >= 0, ">= 0"))
+    # Poll instead of inotify (network shares: SMB/NFS send no events).
+    force_polling: bool = False
+    # Seconds between full rescans, whatever the watcher reports.
+    rescan_interval: float = field(default=30.0, metadata=_positive())
+    max_file_size: int = field(default=50 * 1024 * 1024, metadata=_positive())
+
+
+@dataclass(frozen=True)
 class MimeSettings:
     """How far a message is taken apart; past a limit the message goes to quarantine."""
 
@@ -144,8 +162,8 @@ class MimeSettings:
     max_header_bytes: int = field(default=102400, metadata=_positive())
     small_image_bytes: int = field(default=20 * 1024, metadata=_check(lambda v: v >= 0, ">= 0"))
     zip_max_entries: int = field(default=500, metadata=_positive())
-    zip_max_total: int = field(default=200 * 1024 * 1024, metadata=_positive())
-    zip_max_ratio: int = field(default=200, metadata=_positive())
+    zip_max_total: int = field(default=100 * 1024 * 1024, metadata=_positive())
+    zip_max_ratio: int = field(default=100, metadata=_positive())
     zip_max_depth: int = field(default=2, metadata=_check(lambda v: v >= 0, ">= 0"))
 
 
@@ -227,6 +245,7 @@ class Settings:
     mime: MimeSettings = MimeSettings()
     intake: IntakeSettings = IntakeSettings()
     imap: list[ImapAccountSettings] = field(default_factory=list)
+    folder: FolderSettings = FolderSettings()
 
     @property
     def blob_dir(self) -> Path:
@@ -336,8 +355,19 @@ TOP_LEVEL = {
     "mime",
     "intake",
     "imap",
+    "folder",
 }
-TABLES = ("gateway", "database", "smtp", "delivery", "metrics", "daemon", "mime", "intake")
+TABLES = (
+    "gateway",
+    "database",
+    "smtp",
+    "delivery",
+    "metrics",
+    "daemon",
+    "mime",
+    "intake",
+    "folder",
+)
 
 
 def parse(data: Mapping[str, Any], source: str) -> Settings:
@@ -365,6 +395,7 @@ def parse(data: Mapping[str, Any], source: str) -> Settings:
         mime=read_table(MimeSettings, tables["mime"], source, "mime."),
         intake=read_table(IntakeSettings, tables["intake"], source, "intake."),
         imap=_imap_accounts(data.get("imap", []), source),
+        folder=read_table(FolderSettings, tables["folder"], source, "folder."),
     )
     _check_references(settings)
     return settings
@@ -423,6 +454,12 @@ def _imap_accounts(raw: Any, source: str) -> list[ImapAccountSettings]:
             raise ConfigError(source, prefix + "dossier", "set either dossier or catch_all = true")
         if not Path(account.password_file).is_file():
             raise ConfigError(source, prefix + "password_file", "no such file")
+        for key in ("folder", "processed_folder"):
+            name = getattr(account, key)
+            if not name or not name.isascii() or not name.isprintable():
+                raise ConfigError(source, prefix + key, "expected a printable ASCII folder name")
+        if account.post_action == "move" and account.processed_folder == account.folder:
+            raise ConfigError(source, prefix + "processed_folder", "must differ from folder")
         accounts.append(account)
     names = [a.name for a in accounts]
     if len(set(names)) != len(names):
@@ -434,7 +471,9 @@ def _check_smtp(settings: Settings) -> None:
     smtp = settings.smtp
     if smtp.require_tls and not smtp.tls_cert:
         raise ConfigError(settings.source, "smtp.require_tls", "needs smtp.tls_cert (and tls_key)")
-    for key in ("tls_cert", "tls_key"):
+    if smtp.auth_file and not smtp.tls_cert:
+        raise ConfigError(settings.source, "smtp.auth_file", "AUTH needs smtp.tls_cert (TLS)")
+    for key in ("tls_cert", "tls_key", "auth_file"):
         path = getattr(smtp, key)
         if path and not Path(path).is_file():
             raise ConfigError(settings.source, f"smtp.{key}", f"no such file: {path}")

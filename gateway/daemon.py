@@ -19,8 +19,10 @@ import structlog
 from sqlalchemy import func, select
 
 from gateway import config, office
-from gateway.intake import sender_auth, smtp
+from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
+from gateway.intake.senders import authentication
+from gateway.intake.smtpd import door as smtpd
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
@@ -58,7 +60,7 @@ class Daemon:
             settings.mime,
         )
         self.health = HealthServer(self.store, [self._listening])
-        self.smtp: smtp.SmtpDoor | None = None
+        self.smtp: smtpd.SmtpDoor | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -75,8 +77,10 @@ class Daemon:
         intake = self.settings.intake
         if intake.dns_resolver:
             host, _, port = intake.dns_resolver.partition(":")
-            sender_auth.use_resolver(host, int(port or 53))
-        self.smtp = await smtp.start(self.settings.smtp, self.store, self.pipeline.wake.set, intake)
+            authentication.use_resolver(host, int(port or 53))
+        self.smtp = await smtpd.start(
+            self.settings.smtp, self.store, self.pipeline.wake.set, intake
+        )
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
         self._spawn(self.pipeline.run(), "pipeline")
@@ -84,6 +88,9 @@ class Daemon:
         for account in self.settings.imap:
             poller = ImapPoller(account, self.store, intake, self.pipeline.wake)
             self._spawn(poller.run(), f"imap:{account.name}")
+        if self.settings.folder.root:
+            folder = FolderDoor(self.settings.folder, self.store, intake, self.pipeline.wake)
+            self._spawn(folder.run(), "folder")
         self._spawn(self._report_status(), "status")
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec > 0:

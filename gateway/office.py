@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import DossierSettings, IntegrationEntry, Settings
-from gateway.intake import senders
+from gateway.intake.senders import allowlist
 from gateway.outbound.kinds import parse_options
 from gateway.rules.statement import is_valid_iban, normalize_account
 from gateway.store.models import Address, AllowedSender, Dossier, Integration
@@ -85,8 +85,8 @@ def find_dossier(session: Session, slug: str) -> Dossier:
 
 def _patterns(entries: list[str]) -> set[str]:
     try:
-        return {senders.normalize_pattern(e) for e in entries}
-    except senders.BadPattern as exc:
+        return {allowlist.normalize_pattern(e) for e in entries}
+    except allowlist.BadPattern as exc:
         raise SetupError(str(exc)) from None
 
 

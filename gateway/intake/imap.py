@@ -28,9 +28,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import ImapAccountSettings, IntakeSettings
-from gateway.intake import routing, screen, smtp_checks
+from gateway.intake import mime, routing
 from gateway.intake.accept import Envelope, Route, accept_message
 from gateway.intake.crashpoint import crashpoint
+from gateway.intake.senders import screen
 from gateway.store.db import Store
 from gateway.store.models import ImapSeen, utcnow
 
@@ -43,6 +44,11 @@ BATCH = 200
 
 class ImapError(Exception):
     """The server said NO/BAD or answered something we cannot use."""
+
+
+def quoted(mailbox: str) -> str:
+    """A mailbox name as an IMAP quoted string (names are ASCII: the config checks that)."""
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
@@ -61,7 +67,7 @@ class Mailbox:
     uidvalidity: int = 0
 
     async def select(self) -> None:
-        response = _ok(await self.client.select(self.settings.folder), "SELECT")
+        response = _ok(await self.client.select(quoted(self.settings.folder)), "SELECT")
         for line in response.lines:
             found = _UIDVALIDITY.search(bytes(line))
             if found:
@@ -95,7 +101,7 @@ class Mailbox:
 
     async def prepare(self) -> None:
         if self.settings.post_action == "move":
-            response = await self.client.create(self.settings.processed_folder)
+            response = await self.client.create(quoted(self.settings.processed_folder))
             text = b" ".join(bytes(line) for line in response.lines)
             if response.result != "OK" and b"ALREADYEXISTS" not in text:
                 _ok(response, f"CREATE {self.settings.processed_folder}")
@@ -105,7 +111,7 @@ class Mailbox:
             flag = f"({self.settings.flag})"
             _ok(await self.client.uid("store", str(uid), "+FLAGS", flag), "STORE")
             return
-        target = self.settings.processed_folder
+        target = quoted(self.settings.processed_folder)
         if self.client.has_capability("MOVE"):
             _ok(await self.client.uid("move", str(uid), target), "MOVE")
             return
@@ -129,6 +135,7 @@ class ImapPoller:
         self.on_accept = on_accept
         self.log = log.bind(account=settings.name, folder=settings.folder)
         self.synced = False
+        self.too_big: set[tuple[int, int]] = set()
 
     async def run(self) -> None:
         """Forever: connect, sync, wait for news; on any failure back off and reconnect."""
@@ -206,9 +213,12 @@ class ImapPoller:
         for uid in new:
             size = sizes.get(uid, 0)
             if size > self.settings.max_message_size:
-                self.log.error("imap_message_too_big", uid=uid, size=size)
+                if (mailbox.uidvalidity, uid) not in self.too_big:
+                    self.too_big.add((mailbox.uidvalidity, uid))
+                    self.log.error("imap_message_too_big", uid=uid, size=size)
                 continue
-            if taken >= self.settings.max_messages_per_run or size > budget:
+            # At least one message per run, so a budget smaller than a message cannot stall.
+            if taken >= self.settings.max_messages_per_run or (taken and size > budget):
                 break
             await self._take(mailbox, uid)
             budget -= size
@@ -260,7 +270,7 @@ class ImapPoller:
         addresses = [
             a.strip().strip("<>")
             for name in ("Delivered-To", "X-Original-To")
-            for a in smtp_checks.header_values(raw, name)
+            for a in mime.header_values(raw, name)
         ]
         routes: dict[str, Route] = {}
         with self.store.session() as session:

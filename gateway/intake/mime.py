@@ -92,6 +92,12 @@ def headers(message: EmailMessage) -> Headers:
     )
 
 
+def header_values(raw: bytes, name: str) -> list[str]:
+    """Every raw value of header `name` in the top-level header block."""
+    message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+    return [str(v) for k, v in message.raw_items() if k.lower() == name.lower()]
+
+
 def _header(message: Message, name: str) -> str:
     try:
         return str(message.get(name, "")).strip()

@@ -2,7 +2,8 @@
 
 Own config in a directory the test run owns, one Maildir account (uid `nobody`, as Dovecot
 refuses uid 0), password from a passwd-file, listening on a free 127.0.0.1 port, stopped by
-its PID. `doveadm` runs against the same config to kick sessions or reset UIDVALIDITY.
+its PID. A second, implicit-TLS port carries a certificate from a `trustme` CA (`ca_file`).
+`doveadm` runs against the same config to kick sessions or reset UIDVALIDITY.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
 from integration.servers import (
     START_TIMEOUT,
     ServerStartError,
@@ -34,8 +36,10 @@ class Dovecot:
     root: Path
     port: int
     proc: subprocess.Popen[bytes]
+    tls_port: int = 0
+    ca_file: str = ""
     user: str = "acct"
-    password: str = "secret"
+    password: str = "canary-7f3a-imap-pw"
     host: str = "127.0.0.1"
 
     @property
@@ -66,14 +70,16 @@ class Dovecot:
         stop_process(self.proc)
 
 
-def _config(root: Path, port: int) -> str:
+def _config(root: Path, port: int, tls_port: int) -> str:
     return f"""
 protocols = imap
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {{
@@ -96,7 +102,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
   }}
 }}
 """
@@ -115,13 +123,18 @@ def start_dovecot(tmpdir: Path) -> Dovecot:
     for sub in ("mail", "run", "state"):
         (root / sub).mkdir(exist_ok=True)
     (root / "passwd").write_text(
-        f"acct:{{PLAIN}}secret:{nobody.pw_uid}:{nobody.pw_gid}::{root}/mail/acct\n"
+        f"acct:{{PLAIN}}canary-7f3a-imap-pw:{nobody.pw_uid}:{nobody.pw_gid}::{root}/mail/acct\n"
     )
     (root / "mail" / "acct").mkdir(exist_ok=True)
     shutil.chown(root / "mail", nobody.pw_uid, nobody.pw_gid)
     shutil.chown(root / "mail" / "acct", nobody.pw_uid, nobody.pw_gid)
-    port = free_port()
-    (root / "dovecot.conf").write_text(_config(root, port))
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(root / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    port, tls_port = free_port(), free_port()
+    (root / "dovecot.conf").write_text(_config(root, port, tls_port))
     log = open(root / "stderr.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(root / "dovecot.conf")], stdout=log, stderr=log
@@ -134,4 +147,4 @@ def start_dovecot(tmpdir: Path) -> Dovecot:
         raise ServerStartError(
             f"dovecot did not start: {exc}\n{log_tail(root / 'dovecot.log')}"
         ) from exc
-    return Dovecot(root, port, proc)
+    return Dovecot(root, port, proc, tls_port, str(root / "ca.pem"))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from gateway import office
 from gateway.config import DossierSettings, IntakeSettings, SmtpSettings
-from gateway.intake import smtp
+from gateway.intake.smtpd import door as smtpd
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Message
 
@@ -39,7 +39,7 @@ class SmtpDoor:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        start = smtp.start(self.settings, self.store, self._on_accept, intake)
+        start = smtpd.start(self.settings, self.store, self._on_accept, intake)
         self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
 
     def _on_accept(self) -> None:

@@ -82,7 +82,7 @@ class Account:
     def count(self, folder: str, criteria: str = "ALL") -> int:
         client = self._client()
         try:
-            status, _ = client.select(folder, readonly=True)
+            status, _ = client.select(f'"{folder}"', readonly=True)
             if status != "OK":
                 return 0
             _, data = client.uid("SEARCH", criteria)
@@ -99,7 +99,7 @@ def account(dovecot: Dovecot, tmp_path: Path) -> Account:
 
 def settings(dovecot: Dovecot, tmp_path: Path, **kw: Any) -> ImapAccountSettings:
     password = tmp_path / "imap.pw"
-    password.write_text("secret\n")
+    password.write_text(dovecot.password + "\n")
     base = ImapAccountSettings(
         name="acme-inbox",
         host="127.0.0.1",
@@ -148,6 +148,9 @@ class Poller:
             return list(session.scalars(select(ImapSeen).order_by(ImapSeen.id)))
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+
         async def cancel() -> None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -235,8 +238,8 @@ def test_the_same_message_twice_in_the_mailbox_is_stored_once(
     raw = raw_mail("twice")
     account.append(raw)
     account.append(raw)
-    poller = poller_factory(settings(dovecot, tmp_path))
-    wait_for(lambda: account.count("Processed") == 2, why="both moved")
+    poller = poller_factory(settings(dovecot, tmp_path, processed_folder="Verwerkt facturen"))
+    wait_for(lambda: account.count("Verwerkt facturen") == 2, why="both moved")
     assert len(poller.messages()) == 1
     assert {s.message_id for s in poller.seen()} == {poller.messages()[0].id}
 
@@ -261,7 +264,7 @@ def test_crash_between_commit_and_post_action_takes_the_message_once(
     account: Account, dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     password = tmp_path / "imap.pw"
-    password.write_text("secret\n")
+    password.write_text(dovecot.password + "\n")
     extra = f"""
 [[dossiers]]
 slug = "acme"
@@ -295,5 +298,73 @@ timeout = 5.0
         assert [(d["filename"], d["source"]) for d in docs] == [("crash.pdf", "imap")]
         out = gateway.cli("quarantine", "list", "--json").stdout
         assert out == ""
+        assert dovecot.password not in gateway.log.read_text()  # the daemon logs at debug here
     finally:
         gateway.stop()
+
+
+def test_implicit_tls_with_a_pinned_ca_and_fail_closed_without(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    account.append(raw_mail("tls"))
+    untrusted = poller_factory(settings(dovecot, tmp_path, tls="ssl", port=dovecot.tls_port))
+    time.sleep(1.5)
+    assert not untrusted.poller.synced
+    assert untrusted.messages() == []
+    untrusted.stop()
+    trusted = settings(dovecot, tmp_path, tls="ssl", port=dovecot.tls_port, ca_file=dovecot.ca_file)
+    poller = poller_factory(trusted)
+    wait_for(lambda: account.count("Processed") == 1, why="taken over TLS")
+    assert [m.subject for m in poller.messages()] == ["tls"]
+
+
+def test_catch_all_routes_by_delivered_to_and_quarantines_strangers(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    account.append(b"Delivered-To: acme+bank@docs.office.example\r\n" + raw_mail("routed"))
+    account.append(b"Delivered-To: stranger@docs.office.example\r\n" + raw_mail("stranger"))
+    poller = poller_factory(settings(dovecot, tmp_path, dossier="", catch_all=True))
+    wait_for(lambda: account.count("Processed") == 2, why="both moved")
+    found = {m.subject: m for m in poller.messages()}
+    assert found["routed"].routes == [{"dossier": "acme", "hint": "bank"}]
+    assert found["routed"].verdict == "accepted"
+    assert (found["stranger"].verdict, found["stranger"].reason) == (
+        "quarantined",
+        "catch-all mailbox: no dossier has the address it was for (stranger@docs.office.example)",
+    )
+
+
+def test_without_idle_it_polls_and_takes_at_most_the_run_cap(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    for subject in ("a", "b", "c"):
+        account.append(raw_mail(subject))
+    capped = settings(dovecot, tmp_path, idle=False, max_messages_per_run=1, poll_interval=1.0)
+    poller = poller_factory(capped)
+    wait_for(lambda: poller.poller.synced, why="first sync")
+    first = len(poller.messages())
+    assert first == 1
+    wait_for(lambda: account.count("Processed") == 3, timeout=15, why="the rest, one per run")
+    assert sorted(m.subject for m in poller.messages()) == ["a", "b", "c"]
+
+
+def test_too_big_is_left_on_the_server_and_a_tiny_budget_still_progresses(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    big = raw_mail("big").replace(b"invoice attached", b"x" * 6000)
+    account.append(big)
+    account.append(raw_mail("small-1"))
+    account.append(raw_mail("small-2"))
+    limits = settings(
+        dovecot,
+        tmp_path,
+        idle=False,
+        poll_interval=0.5,
+        max_message_size=4000,
+        max_bytes_per_run=10,
+    )
+    poller = poller_factory(limits)
+    wait_for(lambda: account.count("Processed") == 2, timeout=15, why="the small ones")
+    time.sleep(1.0)
+    assert sorted(m.subject for m in poller.messages()) == ["small-1", "small-2"]
+    assert account.count("INBOX") == 1

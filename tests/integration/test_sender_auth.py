@@ -20,7 +20,7 @@ from integration.dns_stub import DnsStub
 from integration.smtp_door import SmtpDoor, dossier
 
 from gateway.config import IntakeSettings
-from gateway.intake import sender_auth
+from gateway.intake.senders import authentication
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def stub(dkim_key: tuple[bytes, str]) -> Iterator[DnsStub]:
         servfail={"broken.example"},
     )
     before = dns.resolver.default_resolver
-    sender_auth.use_resolver("127.0.0.1", server.port, timeout=2.0)
+    authentication.use_resolver("127.0.0.1", server.port, timeout=2.0)
     try:
         yield server
     finally:
@@ -144,13 +144,13 @@ def test_only_the_trusted_authserv_id_counts() -> None:
         "mx.provider.example; dkim=pass header.d=client.example; spf=fail smtp.mailfrom=x@y",
         "gateway.forged; dmarc=pass header.from=evil.example",
     ]
-    evidence = sender_auth.trusted_results(values, "mx.provider.example")
+    evidence = authentication.trusted_results(values, "mx.provider.example")
     assert evidence.passed == frozenset({"client.example"})
-    assert sender_auth.trusted_results(values, "gateway.forged").passed == {"evil.example"}
-    assert sender_auth.trusted_results(values, "").passed == frozenset()
+    assert authentication.trusted_results(values, "gateway.forged").passed == {"evil.example"}
+    assert authentication.trusted_results(values, "").passed == frozenset()
     # a forged header below the provider's own is never read
     forged_below = [values[0], "mx.provider.example; dmarc=pass header.from=evil.example"]
     assert (
         "evil.example"
-        not in sender_auth.trusted_results(forged_below, "mx.provider.example").passed
+        not in authentication.trusted_results(forged_below, "mx.provider.example").passed
     )

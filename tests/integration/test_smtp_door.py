@@ -72,6 +72,20 @@ def test_unknown_address_is_refused_at_rcpt_and_nothing_is_stored(door: SmtpDoor
     assert door.messages() == []
 
 
+def test_address_harvesting_is_cut_off(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        for i in range(20):
+            assert client.rcpt(f"guess{i}@docs.office.example")[0] == 550
+        code, text = client.rcpt("guess20@docs.office.example")
+        assert (code, text.decode()) == (
+            421,
+            "4.7.0 Too many unknown recipients, closing connection",
+        )
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+
+
 def test_sub_address_routes_to_the_dossier_with_a_type_hint(door: SmtpDoor) -> None:
     with _client(door) as client:
         client.sendmail(GOOD, ["acme+purchase@docs.office.example"], _mail())
@@ -174,6 +188,22 @@ def test_line_too_long_is_refused(door: SmtpDoor) -> None:
         code, text = client.data(raw)
     assert (code, text.decode()) == (500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6)")
     assert door.messages() == []
+
+
+def test_a_mail_loop_is_refused(door: SmtpDoor) -> None:
+    lines = [b"Received: from hop%d by relay; Sat, 21 Nov 2026\r\n" % i for i in range(51)]
+    hops = b"".join(lines)
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("open@docs.office.example")
+        code, text = client.data(hops + _mail())
+        assert code == 554
+        assert text.decode().startswith("5.4.6 Too many hops")
+        assert (
+            client.sendmail(GOOD, ["open@docs.office.example"], b"".join(lines[:50]) + _mail())
+            == {}
+        )
+    assert len(door.messages()) == 1
 
 
 def test_the_same_message_twice_is_stored_once(door: SmtpDoor) -> None:
@@ -321,5 +351,53 @@ def test_commands_pipelined_with_starttls_are_discarded(
         reply = _send(tls, b"RCPT TO:<open@docs.office.example>\r\n")
         assert reply.startswith(b"503"), reply
         tls.close()
+    finally:
+        door.stop()
+
+
+def test_auth_only_after_tls_and_it_stands_in_for_alignment(
+    tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    from gateway.config import IntakeSettings
+    from gateway.intake.smtpd.login import hash_password
+
+    ca, cert, key = tls_files
+    users = tmp_path / "smtp-users"
+    users.write_text(f"alice:{hash_password('s3cret')}\n")
+    door = SmtpDoor(
+        tmp_path,
+        [dossier("acme", [GOOD])],
+        IntakeSettings(sender_policy="aligned"),
+        tls_cert=str(cert),
+        tls_key=str(key),
+        auth_file=str(users),
+    )
+    try:
+        with _client(door) as client:
+            assert "auth" not in client.esmtp_features
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHMzY3JldA==")
+            assert (code, text) == (
+                538,
+                "5.7.11 Encryption required for requested authentication mechanism",
+            )
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            assert "PLAIN" in client.esmtp_features["auth"]
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")  # alice / wrong
+            assert (code, text) == (535, "5.7.8 Authentication credentials invalid")
+            client.login("alice", "s3cret")  # third AUTH of this connection: still allowed
+            assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+        [message] = door.messages()
+        assert message.auth == {"smtp_auth": "alice"}
+        with _client(door) as client:
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            for _ in range(3):
+                code, _text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")
+                assert code == 535
+            code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")
+            assert code == 421
     finally:
         door.stop()

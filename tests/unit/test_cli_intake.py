@@ -122,6 +122,17 @@ def test_quarantine_list_release_and_drop(cfg: str, capsys: pytest.CaptureFixtur
     ]
     assert cli.main(["-c", cfg, "doc", "list"]) == 0
     assert " folder " in _out(capsys)
+    assert cli.main(["-c", cfg, "message", "show", str(first.message_id), "--json"]) == 0
+    shown = json.loads(_out(capsys))
+    assert shown["verdict"] == "released"
+    assert [d["filename"] for d in shown["documents"]] == ["a.pdf"]
+    kinds = [e["kind"] for e in shown["events"]]
+    assert kinds[:2] == ["message_quarantined", "message_released"]
+    skipped = next(e for e in shown["events"] if e["kind"] == "parts_skipped")
+    assert skipped["parts"] == [
+        {"name": "attachment-1.txt", "type": "text/plain", "why": "message body"}
+    ]
+    assert cli.main(["-c", cfg, "message", "show", "999"]) == 1
 
 
 class _Wake:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.intake import senders
-from gateway.intake.senders import SenderPolicy, check_message
+from gateway.intake.senders import allowlist
+from gateway.intake.senders.allowlist import SenderPolicy, check_message
 
 PATTERNS = ["alice@allowed.example", "@partner.example"]
 
@@ -20,13 +20,13 @@ PATTERNS = ["alice@allowed.example", "@partner.example"]
     ],
 )
 def test_patterns_are_normalized(entry: str, normal: str) -> None:
-    assert senders.normalize_pattern(entry) == normal
+    assert allowlist.normalize_pattern(entry) == normal
 
 
 @pytest.mark.parametrize("entry", ["not an address", "@", "a@", "@no_underscores.example", "a@@b"])
 def test_bad_patterns_are_refused_with_the_entry_named(entry: str) -> None:
-    with pytest.raises(senders.BadPattern, match="allowed sender"):
-        senders.normalize_pattern(entry)
+    with pytest.raises(allowlist.BadPattern, match="allowed sender"):
+        allowlist.normalize_pattern(entry)
 
 
 @pytest.mark.parametrize(
@@ -42,10 +42,10 @@ def test_bad_patterns_are_refused_with_the_entry_named(entry: str) -> None:
     ],
 )
 def test_matches(address: str, allowed: bool) -> None:
-    assert senders.matches(address, PATTERNS) is allowed
+    assert allowlist.matches(address, PATTERNS) is allowed
 
 
-def _check(from_values: list[str], mail_from: str = "alice@allowed.example") -> senders.Verdict:
+def _check(from_values: list[str], mail_from: str = "alice@allowed.example") -> allowlist.Verdict:
     return check_message("acme", PATTERNS, mail_from, from_values, SenderPolicy.HEADER)
 
 
@@ -93,7 +93,7 @@ def test_policy_off_checks_the_envelope_only() -> None:
 
 
 def test_aligned_needs_an_aligned_pass() -> None:
-    def aligned(passed: frozenset[str], temporary: bool = False) -> senders.Verdict:
+    def aligned(passed: frozenset[str], temporary: bool = False) -> allowlist.Verdict:
         return check_message(
             "acme",
             PATTERNS,
@@ -124,4 +124,4 @@ def test_aligned_needs_an_aligned_pass() -> None:
     ],
 )
 def test_alignment(a: str, b: str, ok: bool) -> None:
-    assert senders.aligned(a, b) is ok
+    assert allowlist.aligned(a, b) is ok

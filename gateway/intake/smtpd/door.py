@@ -25,9 +25,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway import metrics
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import routing, sender_auth, senders, smtp_checks
+from gateway.intake import mime, routing
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.accept import Route, accept_message
+from gateway.intake.senders import allowlist, authentication
+from gateway.intake.smtpd import checks, login
 from gateway.office import allowed_patterns
 from gateway.store.db import Store
 
@@ -36,6 +38,9 @@ log = structlog.get_logger(__name__)
 TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+HARVESTING = "421 4.7.0 Too many unknown recipients, closing connection"
+# Replies after which the server hangs up, as RFC 5321 §3.8 expects of a 421.
+CLOSING = frozenset({HARVESTING})
 # aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
 ENHANCED = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
@@ -47,7 +52,7 @@ ENHANCED = {
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
 
-Authenticate = Callable[[bytes, str, str, str], sender_auth.Evidence]
+Authenticate = Callable[[bytes, str, str, str], authentication.Evidence]
 
 
 @dataclass
@@ -56,6 +61,12 @@ class Target:
 
     route: Route
     patterns: list[str]
+
+
+class GatewaySession(Session):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.unknown_rcpts = 0
 
 
 class GatewayEnvelope(Envelope):
@@ -110,13 +121,18 @@ class GatewaySMTP(SMTP):
     def _create_envelope(self) -> GatewayEnvelope:
         return GatewayEnvelope()
 
+    def _create_session(self) -> GatewaySession:
+        return GatewaySession(self.loop)
+
     async def push(self, status: AnyStr) -> None:
         """Every reply leaves here: aiosmtpd's own get enhanced codes, refusals are counted
-        by their code, as postfix_exporter does."""
+        by their code as postfix_exporter does, and a closing 421 hangs up."""
         text = ENHANCED.get(status, status) if isinstance(status, str) else status.decode()
         if text[:1] in ("4", "5"):
             metrics.MESSAGES_REFUSED.labels("smtp", text[:9].strip()).inc()
         await super().push(text)
+        if text in CLOSING and self.transport is not None:
+            self.transport.close()
 
     async def _handle_client(self) -> None:
         structlog.contextvars.bind_contextvars(smtp_session=secrets.token_hex(6))
@@ -147,13 +163,18 @@ class Handler:
     on_accept: Callable[[], None]
     smtp: SmtpSettings
     intake: IntakeSettings
-    authenticate: Authenticate = field(default_factory=lambda: sender_auth.smtp_evidence)
+    authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: GatewayEnvelope, address: str, options: Any
+        self,
+        server: SMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        address: str,
+        options: Any,
     ) -> str:
         if len(envelope.rcpt_tos) >= self.smtp.max_recipients:
-            return smtp_checks.TOO_MANY_RECIPIENTS
+            return checks.TOO_MANY_RECIPIENTS
         try:
             target = await asyncio.to_thread(self._target, address)
         except Exception:
@@ -161,12 +182,16 @@ class Handler:
             return TEMPFAIL
         if target is None:
             log.info("smtp_rcpt_refused", rcpt=address, peer=_peer(session))
+            session.unknown_rcpts += 1
+            if session.unknown_rcpts > self.smtp.max_unknown_recipients:
+                log.warning("smtp_harvesting", peer=_peer(session), unknown=session.unknown_rcpts)
+                return HARVESTING
             return f"550 5.1.1 <{address}>: no dossier has this address"
         slug = target.route.dossier
-        verdict = senders.check_envelope(slug, target.patterns, envelope.mail_from or "")
+        verdict = allowlist.check_envelope(slug, target.patterns, envelope.mail_from or "")
         if not verdict.allowed:
             log.info("smtp_sender_refused", rcpt=address, dossier=slug, at="rcpt")
-            return smtp_checks.refusal(verdict)
+            return checks.refusal(verdict)
         envelope.rcpt_tos.append(address)
         if all(t.route.dossier != slug for t in envelope.targets):
             envelope.targets.append(target)
@@ -176,9 +201,12 @@ class Handler:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return "554 5.6.0 Message content could not be read"
-        if smtp_checks.has_bare_line_ending(raw):
+        if checks.has_bare_line_ending(raw):
             log.info("smtp_bare_line_ending", peer=_peer(session), size=len(raw))
-            return smtp_checks.BARE_LINE_ENDING
+            return checks.BARE_LINE_ENDING
+        if checks.is_looping(raw):
+            log.warning("smtp_mail_loop", peer=_peer(session), size=len(raw))
+            return checks.LOOP
         try:
             refusal, auth = await self._check_senders(session, envelope, raw)
             if refusal:
@@ -209,18 +237,22 @@ class Handler:
         """("", evidence) when every dossier of the transaction allows this message, else
         the refusal of the first that does not."""
         guarded = [t for t in envelope.targets if t.patterns]
-        policy = senders.SenderPolicy(self.intake.sender_policy)
+        policy = allowlist.SenderPolicy(self.intake.sender_policy)
         if not guarded:
             return "", {}
-        evidence = sender_auth.Evidence()
-        if policy is senders.SenderPolicy.ALIGNED:
+        evidence = authentication.Evidence()
+        if policy is allowlist.SenderPolicy.ALIGNED and session.authenticated:
+            # The login proves the sender better than SPF or DKIM would.
+            policy = allowlist.SenderPolicy.HEADER
+            evidence = authentication.Evidence(results={"smtp_auth": session.login_data.decode()})
+        elif policy is allowlist.SenderPolicy.ALIGNED:
             peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
             evidence = await asyncio.to_thread(
                 self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
             )
-        from_values = smtp_checks.header_values(raw, "From")
+        from_values = mime.header_values(raw, "From")
         for target in guarded:
-            verdict = senders.check_message(
+            verdict = allowlist.check_message(
                 target.route.dossier,
                 target.patterns,
                 envelope.mail_from or "",
@@ -231,7 +263,7 @@ class Handler:
             )
             if not verdict.allowed:
                 log.info("smtp_sender_refused", dossier=target.route.dossier, at="data")
-                return smtp_checks.refusal(verdict), evidence.results
+                return checks.refusal(verdict), evidence.results
         return "", evidence.results
 
     async def handle_exception(self, error: Exception) -> str:
@@ -287,6 +319,13 @@ async def start(
     handler = Handler(store, on_accept, settings, intake or IntakeSettings())
     gate = SessionGate(settings.max_sessions)
     context = tls_context(settings)
+    auth: dict[str, Any] = {}
+    if settings.auth_file:
+        auth = {
+            "authenticator": login.Authenticator(login.load_users(settings.auth_file)),
+            "auth_require_tls": True,
+            "command_call_limit": {"AUTH": login.MAX_AUTH_ATTEMPTS, "*": 10**9},
+        }
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
@@ -302,6 +341,7 @@ async def start(
             ident="gateway ESMTP",
             tls_context=context,
             require_starttls=settings.require_tls,
+            **auth,
         )
 
     server = await loop.create_server(protocol, settings.host, settings.port)

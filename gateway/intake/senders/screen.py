@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import IntakeSettings
-from gateway.intake import sender_auth, senders, smtp_checks
+from gateway.intake import mime
 from gateway.intake.accept import Route
+from gateway.intake.senders import allowlist, authentication
 from gateway.office import allowed_patterns
 from gateway.store.db import Store
 
@@ -26,15 +27,15 @@ def screen(store: Store, raw: bytes, routes: list[Route], intake: IntakeSettings
     guarded = [(r, p) for r, p in guarded if p]
     if not guarded:
         return Screening("", {})
-    policy = senders.SenderPolicy(intake.sender_policy)
-    evidence = sender_auth.Evidence()
-    if policy is senders.SenderPolicy.ALIGNED:
-        results = smtp_checks.header_values(raw, "Authentication-Results")
-        evidence = sender_auth.trusted_results(results, intake.trusted_authserv_id)
+    policy = allowlist.SenderPolicy(intake.sender_policy)
+    evidence = authentication.Evidence()
+    if policy is allowlist.SenderPolicy.ALIGNED:
+        results = mime.header_values(raw, "Authentication-Results")
+        evidence = authentication.trusted_results(results, intake.trusted_authserv_id)
     mail_from = return_path(raw)
-    from_values = smtp_checks.header_values(raw, "From")
+    from_values = mime.header_values(raw, "From")
     for route, patterns in guarded:
-        verdict = senders.check_message(
+        verdict = allowlist.check_message(
             route.dossier,
             patterns,
             mail_from,
@@ -50,7 +51,7 @@ def screen(store: Store, raw: bytes, routes: list[Route], intake: IntakeSettings
 
 def return_path(raw: bytes) -> str:
     """The envelope sender as the final delivery recorded it (the topmost Return-Path)."""
-    values = smtp_checks.header_values(raw, "Return-Path")
+    values = mime.header_values(raw, "Return-Path")
     if not values:
         return ""
     return values[0].strip().removeprefix("<").removesuffix(">").strip()

@@ -5,7 +5,7 @@ An empty list lets anyone in. Otherwise the envelope sender must be on the list,
 strictly: a second From, a group, several mailboxes or any parse defect fails closed, because
 those are exactly the shapes forged mail takes to slip past a whitelist (CVE-2023-27043, CERT
 VU#517845). With `aligned`, the From domain must also carry an SPF or DKIM pass that aligns
-with it (see `sender_auth`). Display names are never compared.
+with it (see `authentication`). Display names are never compared.
 
 Reasons name the dossier's policy, never its list: a refused sender learns nothing about who
 would have been let in.

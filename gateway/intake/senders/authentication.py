@@ -20,7 +20,7 @@ import dkim
 import dns.resolver
 import spf
 
-from gateway.intake import senders
+from gateway.intake.senders import allowlist
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def smtp_evidence(raw: bytes, mail_from: str, client_ip: str, helo: str) -> Evid
 
 
 def _spf(mail_from: str, client_ip: str, helo: str) -> tuple[str, str]:
-    domain = senders.domain_of(mail_from) if mail_from else helo.lower()
+    domain = allowlist.domain_of(mail_from) if mail_from else helo.lower()
     sender = mail_from or f"postmaster@{helo}"
     if not domain or not client_ip:
         return "none", domain
@@ -132,7 +132,7 @@ def _result_domain(method: str, props: dict[str, str]) -> str:
         return props.get("header.d", "") or props.get("header.i", "").rpartition("@")[2]
     if method == "spf":
         sender = props.get("smtp.mailfrom", "")
-        return senders.domain_of(sender) if "@" in sender else sender
+        return allowlist.domain_of(sender) if "@" in sender else sender
     if method == "dmarc":
         return props.get("header.from", "")
     return ""
