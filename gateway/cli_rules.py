@@ -154,7 +154,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         parts, envelope = _input(args, data, dossier)
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, settings.rules)
-        options = recognition_options(settings.recognition)
+        options = recognition_options(settings.recognition, settings.source)
         for item in plan(parts, facts, policy, envelope, options):
             view = _decision(parts[item.index], item)
             print(json.dumps(view, ensure_ascii=False) if args.json else _decision_text(view))

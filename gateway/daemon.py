@@ -45,7 +45,7 @@ async def serve(settings: Settings) -> None:
         store,
         settings.delivery,
         delivery.wake,
-        recognition_options(settings.recognition),
+        recognition_options(settings.recognition, settings.source),
         settings.rules,
     )
     server = await smtp.start(settings.smtp, store, pipeline.wake.set)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings, RecognitionSettings
+from gateway.config import ConfigError, DeliverySettings, RecognitionSettings
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
@@ -26,6 +26,7 @@ from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import Outcome, Rule
 from gateway.rules.recognize import DossierFacts, Options
 from gateway.rules.stage import Envelope, Planned, plan
+from gateway.rules.xsd import SchemaUnavailable, UblSchemas
 from gateway.store.db import Store
 from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
 
@@ -199,8 +200,15 @@ def _hold(doc: Document, outcome: Outcome) -> None:
         doc.status_reason = f"quarantined by rule {outcome.quarantined}"
 
 
-def recognition_options(settings: RecognitionSettings) -> Options:
-    return Options(pdf_min_confidence=settings.pdf_min_confidence)
+def recognition_options(settings: RecognitionSettings, source: str = "") -> Options:
+    """The recognition options, loading the UBL schemas when configured (once, at start)."""
+    schemas = None
+    if settings.ubl_xsd_dir is not None:
+        try:
+            schemas = UblSchemas.load(settings.ubl_xsd_dir)
+        except SchemaUnavailable as exc:
+            raise ConfigError(source or "config", "recognition.ubl_xsd_dir", str(exc)) from None
+    return Options(pdf_min_confidence=settings.pdf_min_confidence, ubl_schemas=schemas)
 
 
 def _auto_sendable(dossier: Dossier, doc: Document) -> bool:

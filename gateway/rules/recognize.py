@@ -27,6 +27,7 @@ from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
 from gateway.rules.ubl import embedded_pdf as ubl_pdf
 from gateway.rules.xmlpath import local_name
 from gateway.rules.xmlsafe import NotXml, parse_xml
+from gateway.rules.xsd import UblSchemas
 from gateway.store.models import DocType
 
 
@@ -46,6 +47,7 @@ class Options:
     """Office-wide recognition settings (`[recognition]` in the config)."""
 
     pdf_min_confidence: float = 0.85
+    ubl_schemas: UblSchemas | None = None
 
 
 @dataclass(frozen=True)
@@ -89,17 +91,23 @@ def recognize(
         root = parse_xml(data)
     except NotXml as exc:
         return Recognition(None, f"{exc}{_declared(filename, media_type)}")
-    return _xml(root, dossier)
+    return _xml(root, dossier, options)
 
 
-def _xml(root: etree._Element, dossier: DossierFacts) -> Recognition:
+def _xml(root: etree._Element, dossier: DossierFacts, options: Options) -> Recognition:
     if is_camt053(root):
         return _statement(read_camt(root), dossier)
     invoice = _invoice(root)
     if invoice is None:
         return Recognition(None, f"unsupported-format: root {root.tag}")
     decision = decide(invoice, dossier.ids)
-    return Recognition(decision.doc_type, decision.reason, invoice.as_json(), _visual(root))
+    facts, reason = invoice.as_json(), decision.reason
+    if options.ubl_schemas is not None and invoice.syntax == "ubl":
+        errors = options.ubl_schemas.errors(root)
+        facts |= {"xsd_valid": not errors, "xsd_errors": errors}
+        if errors:
+            reason += f"; fails the UBL 2.1 schema ({len(errors)}+ errors, first: {errors[0]})"
+    return Recognition(decision.doc_type, reason, facts, _visual(root))
 
 
 def _visual(root: etree._Element) -> Visual | None:

@@ -16,7 +16,8 @@ import pytest
 from corpus_dir import CORPUS
 
 from gateway.rules.columns import COLUMNS, expected_columns
-from gateway.rules.recognize import DossierFacts, recognize
+from gateway.rules.recognize import DossierFacts, Options, recognize
+from gateway.rules.xsd import UblSchemas
 from gateway.store.models import DocType
 
 STRANGER = DossierFacts("NL000099998B57", "", ("BE71096123456769",))
@@ -214,3 +215,34 @@ def test_embedded_pdf_is_the_visual_and_placeholders_are_flagged(row: dict[str, 
         assert found.visual.filename.endswith(".pdf")
     if row["syntax"] == "ubl":
         assert found.facts["pdf_placeholder"] == (row["path"] in PLACEHOLDERS)
+
+
+XSD_DIR = CORPUS / "ubl-xsd"
+# SOURCES.md: every UBL file of the corpus validates except these two (upstream element order).
+XSD_INVALID = {
+    "peppol-bis3/GR-base-example-correct.xml",
+    "peppol-bis3/GR-base-example-TaxRepresentative.xml",
+}
+UBL_ROWS = [row for row in ROWS if row["syntax"] == "ubl"]
+
+
+@pytest.fixture(scope="module")
+def schema_options() -> Options:
+    if not (XSD_DIR / "maindoc").is_dir():
+        pytest.skip(f"no UBL schemas at {XSD_DIR}")
+    return Options(ubl_schemas=UblSchemas.load(XSD_DIR))
+
+
+@pytest.mark.parametrize("row", UBL_ROWS, ids=[row["path"] for row in UBL_ROWS])
+def test_xsd_check_flags_only_the_invalid_files(
+    row: dict[str, str], schema_options: Options
+) -> None:
+    path = CORPUS / row["path"]
+    found = recognize(path.name, "", path.read_bytes(), STRANGER, schema_options)
+    invalid = row["path"] in XSD_INVALID
+    assert found.facts["xsd_valid"] is not invalid
+    assert bool(found.facts["xsd_errors"]) is invalid
+    assert ("fails the UBL 2.1 schema" in found.reason) is invalid
+    if invalid:
+        assert "cac:AdditionalDocumentReference': This element is not expected" in found.reason
+        assert found.facts["number"] == row["invoice_number"]

@@ -220,3 +220,21 @@ def test_set_type_by_hand_until_sent(config: str, capsys: pytest.CaptureFixture[
     queued = _doc(config, queued=True)
     assert cli.main(["-c", config, "doc", "set-type", str(queued), "sales_invoice"]) == 1
     assert "is on its way" in capsys.readouterr().err
+
+
+def test_a_bad_schema_folder_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}/var"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path}/var/gw.db"\n'
+        f'[recognition]\nubl_xsd_dir = "{tmp_path}/missing"\n'
+    )
+    assert cli.main(["-c", str(path), "db", "upgrade"]) == 0
+    assert cli.main(["-c", str(path), "dossier", "add", "a", "--integration", "none"]) == 0
+    (tmp_path / "x.xml").write_bytes(b"<a/>")
+    status = cli.main(["-c", str(path), "rules", "test", str(tmp_path / "x.xml"), "--dossier", "a"])
+    assert status == 78
+    err = capsys.readouterr().err
+    assert f"{path}: recognition.ubl_xsd_dir: {tmp_path}/missing/maindoc/UBL-Invoice-2.1.xsd" in err
