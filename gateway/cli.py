@@ -263,6 +263,9 @@ def doc_view(doc: Document) -> dict[str, Any]:
         "message": doc.message_id,
         "created_at": doc.created_at.isoformat(),
         "sent_at": doc.sent_at.isoformat() if doc.sent_at else None,
+        "duplicate_of": doc.duplicate_of_id,
+        "visual": doc.visual_filename or None,
+        "rules": [entry["rule"] for entry in doc.matched_rules],
     }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.config import ConfigError, DeliverySettings, RecognitionSettings
+from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
@@ -152,7 +153,7 @@ class PipelineRunner:
         if visual is not None:
             doc.visual_sha256 = self.store.blobs.put(visual.data)
             doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
-        _mark_duplicate(session, doc)
+        mark_duplicate(session, doc, found.text)
         session.add(doc)
         session.flush()
         session.add(
@@ -219,34 +220,6 @@ def _auto_sendable(dossier: Dossier, doc: Document) -> bool:
         and doc.doc_type is not None
         and doc.duplicate_of_id is None
     )
-
-
-def _mark_duplicate(session: Session, doc: Document) -> None:
-    """Link `doc` to the first document of its dossier with the same bytes or the same identity
-    (supplier, number, type); it is kept and shown, and never delivered."""
-    same_file = Document.blob_sha256 == doc.blob_sha256
-    same_identity = Document.dedupe_key == doc.dedupe_key if doc.dedupe_key else None
-    for condition, why in (
-        (same_file, "same file"),
-        (same_identity, "same supplier, number and type"),
-    ):
-        if condition is None:
-            continue
-        first = session.scalars(
-            select(Document)
-            .where(
-                Document.dossier_id == doc.dossier.id,
-                Document.duplicate_of_id.is_(None),
-                condition,
-            )
-            .order_by(Document.id)
-            .limit(1)
-        ).first()
-        if first is not None:
-            doc.duplicate_of_id = first.id
-            note = f"duplicate of document {first.id} ({why})"
-            doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
-            return
 
 
 def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:

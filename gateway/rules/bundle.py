@@ -19,6 +19,7 @@ from gateway.rules.recognize import Recognition
 from gateway.rules.vat import normalize_vat
 
 MIN_NUMBER_LENGTH = 3
+_SEPARATORS = re.compile(r"[\s.\-/]+")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,21 @@ def _same_invoice(doc: Item, pdf: Item) -> bool:
         return False
     if pdf.found.facts.get("container") == "pdf":
         return number == pdf.found.facts.get("number") and _supplier(doc) == _supplier(pdf)
-    return re.search(rf"(?<![\w/-]){re.escape(number)}(?![\w/-])", pdf.found.text) is not None
+    return _has_number(pdf.found.text, number)
+
+
+def pdf_shows(text: str, number: str, supplier_ids: Sequence[str]) -> bool:
+    """Whether a PDF's text shows the invoice `number` of the supplier with one of
+    `supplier_ids`: both must be there, since numbers alone repeat across suppliers."""
+    if len(number) < MIN_NUMBER_LENGTH or not _has_number(text, number):
+        return False
+    compact = _SEPARATORS.sub("", text.upper())
+    wanted = [normalize_vat(value) for value in supplier_ids if normalize_vat(value)]
+    return any(value in compact for value in wanted)
+
+
+def _has_number(text: str, number: str) -> bool:
+    return re.search(rf"(?<![\w/-]){re.escape(number)}(?![\w/-])", text) is not None
 
 
 def _supplier(item: Item) -> str:

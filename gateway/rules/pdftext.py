@@ -43,9 +43,12 @@ _SUPPLIER = re.compile(
     r"(leverancier|verkoper|fournisseur|vendeur|supplier|seller|lieferant|verkaufer"
     r"|onze\s+btw|notre\s+.{0,4}tva|our\s+vat|unsere\s+ust)"
 )
+# Belgian numbers are written in groups (BE 0123.456.749); elsewhere only dots may separate,
+# so that a date or an amount after the number is never read as part of it.
 _VAT_LIKE = re.compile(
-    r"\b(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
-    r"[ .]?(U?[0-9][0-9A-Z .]{7,16})"
+    r"\b(BE)[ .]?([01]?\d{3}[ .]?\d{3}[ .]?\d{3})\b"
+    r"|\b(AT|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
+    r" ?(U?[0-9][0-9A-Z.]{7,16})\b"
 )
 _SEPARATORS = re.compile(r"[\s.\-/]+")
 
@@ -143,7 +146,8 @@ def _forms(number: str) -> tuple[str, ...]:
 def _other_parties(folded: str, wanted: Sequence[str]) -> list[str]:
     found = []
     for match in _VAT_LIKE.finditer(folded.upper()):
-        number = normalize_vat(match.group(1) + _SEPARATORS.sub("", match.group(2)))
+        country, digits = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        number = normalize_vat(country + _SEPARATORS.sub("", digits))
         digits = sum(char.isdigit() for char in number)
         if digits >= 8 and not any(same_party(number, value) for value in wanted):
             found.append(number)

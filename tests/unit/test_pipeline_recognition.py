@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from corpus_dir import CORPUS
+from pdf_samples import text_pdf
 from pypdf import PdfReader
 from sqlalchemy import func, select
 
@@ -214,3 +215,29 @@ def test_dropped_and_quarantined_documents_are_kept_and_not_sent(store: Store) -
     assert (pdf.archived, pdf.status_reason) == (True, "dropped by rule no-pdf")
     assert pdf.matched_rules[0]["level"] == "dossier acme"
     assert deliveries(store) == 0
+
+
+def test_the_pdf_of_an_earlier_e_fff_sent_alone_is_a_duplicate(store: Store) -> None:
+    """Exact Online's e-FFF embeds its PDF; the client then forwards that PDF on its own."""
+    dossier(store, "BE0882555389")
+    efff = corpus("efff/efff_BE0505890632_160421_Inv_16117778.xml")
+    deliver(store, ("16117778.xml", efff, "application/xml"))
+    (first,) = documents(store)
+    assert first.doc_type is DocType.PURCHASE_INVOICE
+    assert first.visual_sha256 is not None
+    pdf = store.blobs.get(first.visual_sha256)
+    deliver(store, ("factuur.pdf", pdf, "application/pdf"), subject="the pdf")
+    _, second = documents(store)
+    assert second.duplicate_of_id == first.id
+    assert "its number and supplier VAT are in the text" in second.status_reason
+
+
+def test_a_pdf_of_another_supplier_with_the_same_number_is_not_a_duplicate(store: Store) -> None:
+    dossier(store, "BE0882555389")
+    deliver(
+        store,
+        ("a.xml", corpus("efff/efff_BE0505890632_160421_Inv_16117778.xml"), "application/xml"),
+    )
+    other = text_pdf(["Factuur 16117778", "Leverancier BTW BE 0987.654.321"])
+    deliver(store, ("other.pdf", other, "application/pdf"), subject="other")
+    assert [d.duplicate_of_id for d in documents(store)] == [None, None]
