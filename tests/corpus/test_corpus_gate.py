@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from corpus_dir import CORPUS
 
+from gateway.intake import mime
 from gateway.rules.columns import COLUMNS, expected_columns
 from gateway.rules.recognize import DossierFacts, Options, recognize
+from gateway.rules.stage import Envelope, plan
 from gateway.rules.xsd import UblSchemas
 from gateway.store.models import DocType
 
@@ -246,3 +248,16 @@ def test_xsd_check_flags_only_the_invalid_files(
     if invalid:
         assert "cac:AdditionalDocumentReference': This element is not expected" in found.reason
         assert found.facts["number"] == row["invoice_number"]
+
+
+EMLS = [p for p in FILES if p.suffix == ".eml"]
+
+
+@pytest.mark.parametrize("path", EMLS, ids=[p.name for p in EMLS])
+def test_every_corpus_mail_is_taken_apart_and_decided(path: Path) -> None:
+    """As the daemon does: parts out of the message, then the whole stage, without raising."""
+    parts = mime.attachments(mime.parse(path.read_bytes()))
+    planned = plan(parts, STRANGER, [], Envelope("", ("a@b.example",), ""), Options())
+    assert len(planned) <= len(parts)
+    for item in planned:
+        assert item.found.reason.split(":", 1)[0] in REASON_CODES, item.found.reason
