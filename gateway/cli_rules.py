@@ -14,6 +14,7 @@ import mimetypes
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,9 @@ def register(sub: Any) -> None:
     test = group.add_parser("test", help="show the decision for a file or .eml; stores nothing")
     test.add_argument("file", type=Path)
     test.add_argument("--dossier", required=True)
-    test.add_argument("--sender", default="", help="envelope sender (bare files)")
-    test.add_argument("--recipient", default="", help="recipient address (bare files)")
-    test.add_argument("--subject", default="", help="subject (bare files)")
+    test.add_argument("--sender", default="", help="envelope sender (default: From)")
+    test.add_argument("--recipient", default="", help="recipient (default: To, or the dossier's)")
+    test.add_argument("--subject", default="", help="subject (default: the mail's)")
     test.add_argument("--json", action="store_true", help="one JSON object per document")
     test.set_defaults(func=cmd_rules_test)
 
@@ -190,15 +191,21 @@ def cmd_doc_set_type(args: argparse.Namespace) -> int:
 def _input(
     args: argparse.Namespace, data: bytes, dossier: Dossier
 ) -> tuple[list[mime.Part], Envelope]:
-    """An .eml is taken apart like the daemon does; any other file is one bare document."""
+    """An .eml is taken apart like the daemon does; any other file is one bare document.
+    Sender, recipient and subject come from the options, else the mail's headers, else the
+    dossier's first address (the envelope of a real delivery is not in an .eml)."""
+    own = next((a.address for a in dossier.addresses), "")
     if args.file.suffix.lower() == ".eml" or _HEADER_LINES.match(data):
         message = mime.parse(data)
         head = mime.headers(message)
-        recipients = tuple(a.address for a in dossier.addresses[:1])
-        return mime.attachments(message), Envelope(head.header_from, recipients, head.subject)
+        to = [address for _, address in getaddresses([str(message.get("To", ""))]) if address]
+        recipients = (args.recipient,) if args.recipient else tuple(to) or (own,)
+        sender = args.sender or parseaddr(head.header_from)[1]
+        envelope = Envelope(sender, recipients, args.subject or head.subject)
+        return mime.attachments(message), envelope
     name = safe_filename(args.file.name)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    recipient = args.recipient or next((a.address for a in dossier.addresses), "")
+    recipient = args.recipient or own
     envelope = Envelope(args.sender, (recipient,) if recipient else (), args.subject)
     return [mime.Part(name, media_type, data)], envelope
 

@@ -238,3 +238,37 @@ def test_a_bad_schema_folder_is_a_config_error(
     assert status == 78
     err = capsys.readouterr().err
     assert f"{path}: recognition.ubl_xsd_dir: {tmp_path}/missing/maindoc/UBL-Invoice-2.1.xsd" in err
+
+
+def test_rules_test_sees_the_mail_headers(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_dossier(config, "--address", "acme@docs.example") == 0
+    rule = [
+        "rules",
+        "add",
+        "purchase-hint",
+        "--match",
+        "subaddress=purchase",
+        "--match",
+        "sender=*@telecom.example",
+        "--set-type",
+        "purchase_invoice",
+    ]
+    assert cli.main(["-c", config, *rule]) == 0
+    msg = EmailMessage()
+    msg["From"] = "Telecom <billing@telecom.example>"
+    msg["To"] = "acme+purchase@docs.example"
+    msg["Subject"] = "Your bill"
+    msg.add_attachment(
+        b"%PDF-1.4 not really", maintype="application", subtype="pdf", filename="b.pdf"
+    )
+    eml = tmp_path / "bill.eml"
+    eml.write_bytes(msg.as_bytes())
+    capsys.readouterr()
+    assert cli.main(["-c", config, "rules", "test", str(eml), "--dossier", "acme", "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["type"] == "purchase_invoice"
+    assert decision["rules"][0]["why"] == (
+        "subaddress='purchase', sender='billing@telecom.example'"
+    )
