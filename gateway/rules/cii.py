@@ -67,7 +67,8 @@ def read_cii(root: etree._Element) -> InvoiceFacts:
         payable_amount=text(root, f"{_TOTALS}/DuePayableAmount"),
         supplier=_party(find(root, f"{_AGREEMENT}/SellerTradeParty")),
         customer=_party(find(root, f"{_AGREEMENT}/BuyerTradeParty")),
-        has_embedded_pdf=embedded_pdf(root) is not None,
+        has_embedded_pdf=(pdf := embedded_pdf(root)) is not None,
+        pdf=pdf,
         syntax="cii",
     )
 

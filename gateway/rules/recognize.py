@@ -14,7 +14,6 @@ from typing import Any
 from lxml import etree
 
 from gateway.rules.camt import is_camt053, read_camt
-from gateway.rules.cii import embedded_pdf as cii_pdf
 from gateway.rules.cii import is_cii, read_cii
 from gateway.rules.coda import CodaBroken, looks_like_coda, read_coda
 from gateway.rules.facts import InvoiceFacts
@@ -24,7 +23,6 @@ from gateway.rules.pdftext import classify
 from gateway.rules.split import Decision, decide
 from gateway.rules.statement import StatementFacts, decide_statement
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
-from gateway.rules.ubl import embedded_pdf as ubl_pdf
 from gateway.rules.xmlpath import local_name
 from gateway.rules.xmlsafe import NotXml, parse_xml
 from gateway.rules.xsd import UblSchemas
@@ -107,12 +105,8 @@ def _xml(root: etree._Element, dossier: DossierFacts, options: Options) -> Recog
         facts |= {"xsd_valid": not errors, "xsd_errors": errors}
         if errors:
             reason += f"; fails the UBL 2.1 schema ({len(errors)}+ errors, first: {errors[0]})"
-    return Recognition(decision.doc_type, reason, facts, _visual(root))
-
-
-def _visual(root: etree._Element) -> Visual | None:
-    found = ubl_pdf(root) if root.tag in (INVOICE, CREDIT_NOTE) else cii_pdf(root)
-    return Visual(*found) if found else None
+    visual = Visual(*invoice.pdf) if invoice.pdf else None
+    return Recognition(decision.doc_type, reason, facts, visual)
 
 
 def _invoice(root: etree._Element) -> InvoiceFacts | None:
