@@ -115,6 +115,9 @@ class PipelineRunner:
     ) -> list[tuple[Document, bool]]:
         """One document per part, except a PDF that shows another part: it becomes the visual.
         Each comes with whether the policy allows auto-sending it."""
+        # Serialise one dossier's duplicate checks across instances (PostgreSQL; SQLite has a
+        # single writer anyway): a second instance waits here until the first has committed.
+        session.execute(select(Dossier.id).where(Dossier.id == dossier.id).with_for_update())
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, self.rules)
         envelope = Envelope(

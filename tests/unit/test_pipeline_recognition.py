@@ -6,13 +6,17 @@ import asyncio
 import io
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corpus_dir import CORPUS
 from pdf_samples import text_pdf
 from pypdf import PdfReader
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+import gateway.pipeline
+import gateway.rules.stage
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
@@ -20,7 +24,7 @@ from gateway.pipeline import PipelineRunner
 from gateway.policy_store import put_rule
 from gateway.rules.policy import Rule, make_rule
 from gateway.store.db import Store, open_store, upgrade
-from gateway.store.models import Delivery, DocType, Document
+from gateway.store.models import Delivery, DocType, Document, Message
 
 ADDRESS = "acme@docs.example"
 BUYER_FR = "FR19787878784"
@@ -241,3 +245,45 @@ def test_a_pdf_of_another_supplier_with_the_same_number_is_not_a_duplicate(store
     other = text_pdf(["Factuur 16117778", "Leverancier BTW BE 0987.654.321"])
     deliver(store, ("other.pdf", other, "application/pdf"), subject="other")
     assert [d.duplicate_of_id for d in documents(store)] == [None, None]
+
+
+def test_a_failing_part_sets_the_whole_message_aside_and_the_next_goes_on(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected fault: recognition raises on one file; nothing of that message is half-made."""
+    dossier(store, "SE4598375937")
+    real = gateway.rules.stage.recognize
+
+    def failing(filename: str, *args: Any, **kwargs: Any) -> Any:
+        if filename == "boom.xml":
+            raise RuntimeError("injected")
+        return real(filename, *args, **kwargs)
+
+    monkeypatch.setattr(gateway.rules.stage, "recognize", failing)
+    invoice = corpus("peppol-bis3/base-example.xml")
+    deliver(store, ("ok.xml", invoice, "application/xml"), ("boom.xml", b"<x/>", "application/xml"))
+    deliver(store, ("later.xml", invoice, "application/xml"), subject="later")
+    assert [d.filename for d in documents(store)] == ["later.xml"]
+    with store.session() as session:
+        first = session.scalars(select(Message).order_by(Message.id)).first()
+        assert first is not None
+        assert (first.verdict, first.reason) == ("failed", "internal-error: RuntimeError: injected")
+    assert deliveries(store) == 1
+
+
+def test_a_database_error_leaves_the_message_for_the_next_pass(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dossier(store, "SE4598375937")
+    real = gateway.pipeline.mark_duplicate
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", unavailable)
+    with pytest.raises(OperationalError):
+        deliver(store, ("a.xml", corpus("peppol-bis3/base-example.xml"), "application/xml"))
+    assert documents(store) == []
+    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", real)
+    assert PipelineRunner(store, DeliverySettings(), asyncio.Event()).process_batch() == 1
+    assert [d.filename for d in documents(store)] == ["a.xml"]
