@@ -4,8 +4,9 @@ Senders attach the UBL and its PDF side by side, or a Factur-X PDF and a copy of
 accountant wants one document with a visual, not two documents of which one is unbookable. A
 PDF belongs to a structured document of the same message when it has the same file stem, or
 when it is a hybrid of the same invoice (same number and supplier), or when its text shows the
-invoice number. Each structured document takes at most one PDF, each PDF goes to one document;
-a stem match is preferred over a number match. Pure: the pipeline stores what this decides.
+invoice number and does not read as another kind of document (a credit note quoting it).
+Each structured document takes at most one PDF, each PDF goes to one document; a stem match is
+preferred over a number match. Pure: the pipeline stores what this decides.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def _same_invoice(doc: Item, pdf: Item) -> bool:
         return False
     if pdf.found.facts.get("container") == "pdf":
         return number == pdf.found.facts.get("number") and _supplier(doc) == _supplier(pdf)
-    return _has_number(pdf.found.text, number)
+    # A credit note names the invoice it corrects: its number alone does not make it the visual.
+    kind = pdf.found.facts.get("kind")
+    return (not kind or kind == doc.found.facts.get("kind")) and _has_number(pdf.found.text, number)
 
 
 def pdf_shows(text: str, number: str, supplier_ids: Sequence[str]) -> bool:
