@@ -10,8 +10,9 @@ it the document stays unrecognised with the evidence spelled out.
 
 Scores: kind word 0.4, dossier number 0.3, side label 0.2, another party's VAT number 0.1;
 a not-to-book word takes 0.3 off. The side comes from a label at the dossier's number, or
-from the opposite label at another party's number. Without any side evidence the proposal is
-a purchase (what clients forward most) scoring at most 0.8, under the default threshold 0.85.
+from the opposite label at another party's number; without it there is no proposal at all,
+whatever the score: purchase or sales is never guessed (the corpus's own sample invoices show
+the seller's number alone, which a purchase default would book in the wrong journal).
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
     if others:
         score += OTHER_PARTY_SCORE
         evidence.append(f"other party {others[0]}")
-    doc_type = _doc_type(kind, side or "purchase") if kind and found else None
+    if kind and found and not side:
+        evidence.append("no customer/supplier label: side unknown")
+    doc_type = _doc_type(kind, side) if kind and found and side else None
     return TextGuess(kind, doc_type, round(max(score, 0.0), 2), tuple(evidence))
 
 

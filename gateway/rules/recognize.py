@@ -159,12 +159,13 @@ def _plain_pdf(
     facts |= {"kind": guess.kind or "", "confidence": guess.confidence}
     facts["evidence"] = list(guess.evidence)
     evidence = ", ".join(guess.evidence) or "no evidence"
-    if guess.doc_type is None or guess.confidence < options.pdf_min_confidence:
-        reason = (
-            f"pdf-low-confidence: {guess.confidence:.2f} < {options.pdf_min_confidence:.2f}"
-            f" ({evidence}){note}"
-        )
-        return Recognition(None, reason, facts, text=text)
+    if guess.doc_type is None:
+        reason = f"pdf-low-confidence: {guess.confidence:.2f}, no type proposed ({evidence})"
+        return Recognition(None, reason + note, facts, text=text)
+    if guess.confidence < options.pdf_min_confidence:
+        threshold = f"{guess.confidence:.2f} < {options.pdf_min_confidence:.2f}"
+        reason = f"pdf-low-confidence: {threshold} for {guess.doc_type.value} ({evidence})"
+        return Recognition(None, reason + note, facts, text=text)
     reason = f"pdf-text: {guess.doc_type.value} with confidence {guess.confidence:.2f} ({evidence})"
     return Recognition(guess.doc_type, reason + note, facts, text=text)
 

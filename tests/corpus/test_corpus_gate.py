@@ -266,3 +266,21 @@ def test_every_corpus_mail_is_taken_apart_and_decided(path: Path) -> None:
     assert len(planned) <= len(parts)
     for item in planned:
         assert item.found.reason.split(":", 1)[0] in REASON_CODES, item.found.reason
+
+
+# The corpus's PDFs without invoice XML, read as text for their own seller (DE136695976 is
+# printed in their footers; no label says on which side) and the Order-X for its buyer.
+PLAIN_PDFS = [
+    ("facturx/MustangGnuaccountingBeispielRE-20201121_508blanko.pdf", "DE136695976", "invoice"),
+    ("facturx/corruptedV2PDF.pdf", "DE136695976", "invoice"),
+    ("facturx/ORDER-X_EX01_ORDER_FULL_DATA-COMFORT.pdf", "FR32123456789", ""),
+]
+
+
+@pytest.mark.parametrize(("relative", "vat", "kind"), PLAIN_PDFS if HYBRIDS else [])
+def test_plain_pdfs_are_read_but_never_guessed(relative: str, vat: str, kind: str) -> None:
+    found = run(relative, DossierFacts(vat, ""))
+    assert found.doc_type is None
+    assert found.reason.startswith("pdf-low-confidence: ")
+    assert found.facts["kind"] == kind
+    assert f"dossier number {vat}" in found.facts["evidence"]

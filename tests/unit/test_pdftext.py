@@ -39,18 +39,24 @@ def test_without_the_dossier_number_it_stays_unrecognised() -> None:
         "x.pdf", "", text_pdf(["FACTUUR 1", "Klant BE0987654321"]), DossierFacts(DOSSIER, "")
     )
     assert found.doc_type is None
-    assert found.reason.startswith("pdf-low-confidence: 0.50 < 0.85")
+    assert found.reason.startswith("pdf-low-confidence: 0.50, no type proposed (")
     assert found.facts["kind"] == "invoice"
 
 
 def test_the_threshold_is_configurable() -> None:
-    data = text_pdf(["FACTUUR 1", "BE 0123 456 749"])
-    assert recognize("x.pdf", "", data, DossierFacts(DOSSIER, "")).doc_type is None
-    lenient = recognize(
-        "x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=0.7)
-    )
+    data = text_pdf(["FACTUUR 1", "Klant: BE 0123 456 749"])
+    strict = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=1))
+    assert strict.reason.startswith("pdf-low-confidence: 0.90 < 1.00 for purchase_invoice (")
+    lenient = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""))
     assert lenient.doc_type is DocType.PURCHASE_INVOICE
-    assert "confidence 0.70" in lenient.reason
+    assert "confidence 0.90" in lenient.reason
+
+
+def test_without_a_side_there_is_no_proposal_at_any_threshold() -> None:
+    data = text_pdf(["FACTUUR 1", "BE 0123 456 749", "NL123456789B01"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=0))
+    assert found.doc_type is None
+    assert "side unknown" in found.reason
 
 
 def test_a_quotation_is_not_proposed_as_an_invoice() -> None:
