@@ -98,15 +98,22 @@ def _xml(root: etree._Element, dossier: DossierFacts, options: Options) -> Recog
     invoice = _invoice(root)
     if invoice is None:
         return Recognition(None, f"unsupported-format: root {root.tag}")
-    decision = decide(invoice, dossier.ids)
+    found = _checked(root, invoice, decide(invoice, dossier.ids), options)
+    visual = Visual(*invoice.pdf) if invoice.pdf else None
+    return Recognition(found.doc_type, found.reason, found.facts, visual)
+
+
+def _checked(
+    root: etree._Element, invoice: InvoiceFacts, decision: Decision, options: Options
+) -> Recognition:
+    """The decision with the facts, flagged when the optional UBL schema check fails."""
     facts, reason = invoice.as_json(), decision.reason
     if options.ubl_schemas is not None and invoice.syntax == "ubl":
         errors = options.ubl_schemas.errors(root)
         facts |= {"xsd_valid": not errors, "xsd_errors": errors}
         if errors:
             reason += f"; fails the UBL 2.1 schema ({len(errors)}+ errors, first: {errors[0]})"
-    visual = Visual(*invoice.pdf) if invoice.pdf else None
-    return Recognition(decision.doc_type, reason, facts, visual)
+    return Recognition(decision.doc_type, reason, facts)
 
 
 def _invoice(root: etree._Element) -> InvoiceFacts | None:
@@ -138,7 +145,7 @@ def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
     embedded = choose_xml(files)
     note = ""
     if embedded is not None:
-        hybrid = _hybrid(embedded, dossier)
+        hybrid = _hybrid(embedded, dossier, options)
         if hybrid.facts.get("syntax") in ("ubl", "cii"):
             return Recognition(hybrid.doc_type, hybrid.reason, hybrid.facts | container)
         note = f"; embedded {embedded.name} ignored: {hybrid.reason}"
@@ -170,7 +177,7 @@ def _plain_pdf(
     return Recognition(guess.doc_type, reason + note, facts, text=text)
 
 
-def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts) -> Recognition:
+def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts, options: Options) -> Recognition:
     try:
         root = parse_xml(embedded.data)
     except NotXml as exc:
@@ -178,8 +185,8 @@ def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts) -> Recognition:
     invoice = _invoice(root)
     if invoice is None:
         return Recognition(None, f"root {local_name(root)} is not an invoice")
-    facts = invoice.as_json() | {"embedded_xml": embedded.name}
-    return _recognised(decide(invoice, dossier.ids), facts)
+    found = _checked(root, invoice, decide(invoice, dossier.ids), options)
+    return Recognition(found.doc_type, found.reason, found.facts | {"embedded_xml": embedded.name})
 
 
 def _pdf_facts(files: dict[str, bytes]) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from `Acct/Ccy` or else the first balance.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import pytest
 from corpus_dir import CORPUS
+from pypdf import PdfWriter
 
 from gateway.intake import mime
 from gateway.rules.columns import COLUMNS, expected_columns
@@ -284,3 +286,17 @@ def test_plain_pdfs_are_read_but_never_guessed(relative: str, vat: str, kind: st
     assert found.reason.startswith("pdf-low-confidence: ")
     assert found.facts["kind"] == kind
     assert f"dossier number {vat}" in found.facts["evidence"]
+
+
+def test_xsd_check_covers_ubl_inside_a_pdf(schema_options: Options) -> None:
+    """An XRechnung-style hybrid: a UBL embedded in a PDF is checked like a bare one."""
+    writer = PdfWriter()
+    writer.add_blank_page(width=595, height=842)
+    ubl = (CORPUS / "peppol-bis3" / "GR-base-example-correct.xml").read_bytes()
+    writer.add_attachment("xrechnung.xml", ubl)
+    out = io.BytesIO()
+    writer.write(out)
+    found = recognize("x.pdf", "", out.getvalue(), STRANGER, schema_options)
+    assert found.facts["embedded_xml"] == "xrechnung.xml"
+    assert found.facts["syntax"] == "ubl"
+    assert found.facts["xsd_valid"] is False
