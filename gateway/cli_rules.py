@@ -9,6 +9,7 @@ document has not been sent and is not on its way.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import mimetypes
 import re
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import config
+from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound.queue import PENDING
@@ -157,7 +159,16 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         policy = rules_for(session, dossier, settings.rules)
         options = recognition_options(settings.recognition, settings.source)
         for item in plan(parts, facts, policy, envelope, options):
-            view = _decision(parts[item.index], item)
+            part = parts[item.index]
+            duplicate_of = _duplicate_of(session, dossier, part, item)
+            view = _decision(part, item) | {
+                "duplicate_of": duplicate_of,
+                "auto_send": item.outcome.auto_send
+                and dossier.auto_send
+                and dossier.integration_id is not None
+                and item.outcome.doc_type is not None
+                and duplicate_of is None,
+            }
             print(json.dumps(view, ensure_ascii=False) if args.json else _decision_text(view))
         if not parts:
             print(f"{args.file}: no attachments")
@@ -210,6 +221,20 @@ def _input(
     return [mime.Part(name, media_type, data)], envelope
 
 
+def _duplicate_of(session: Session, dossier: Dossier, part: mime.Part, item: Planned) -> int | None:
+    """The document this one would duplicate, found by the daemon's own check; the probe is
+    never added to the session, so nothing is stored."""
+    probe = Document(
+        dossier=dossier,
+        blob_sha256=hashlib.sha256(part.data).hexdigest(),
+        dedupe_key=dedupe_key(item.outcome.doc_type, item.found.facts),
+        facts=item.found.facts,
+        status_reason="",
+    )
+    mark_duplicate(session, probe, item.found.text)
+    return probe.duplicate_of_id
+
+
 def _decision(part: mime.Part, item: Planned) -> dict[str, Any]:
     outcome = item.outcome
     return {
@@ -217,7 +242,6 @@ def _decision(part: mime.Part, item: Planned) -> dict[str, Any]:
         "type": outcome.doc_type.value if outcome.doc_type else UNRECOGNISED,
         "reason": outcome.reason,
         "rules": outcome.matched,
-        "auto_send": outcome.auto_send,
         "visual": item.visual.filename if item.visual else None,
         **expected_columns(item.found.facts),
     }
@@ -229,6 +253,8 @@ def _decision_text(view: dict[str, Any]) -> str:
         f"  rule {m['rule']} [{m['level']}]: {m['why']} -> {m['actions']}" for m in view["rules"]
     ]
     lines += [f"  visual: {view['visual']}"] if view["visual"] else []
+    lines += [f"  duplicate of document {view['duplicate_of']}"] if view["duplicate_of"] else []
+    lines += [f"  auto-send: {'yes' if view['auto_send'] else 'no'}"]
     return "\n".join(lines)
 
 

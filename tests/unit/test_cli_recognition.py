@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from email.message import EmailMessage
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from corpus_dir import CORPUS
+from sqlalchemy import func, select
 
 from gateway import cli
 from gateway.config import load
@@ -112,6 +114,7 @@ def test_rules_add_list_test_and_delete(
     assert decision["type"] == "purchase_invoice"
     assert [m["rule"] for m in decision["rules"]] == ["greek"]
     assert decision["rules"][0]["why"] == "supplier_vat='EL0618285912'"
+    assert decision["rules"][0]["actions"] == {"set_type": "purchase_invoice", "auto_send": False}
     assert decision["auto_send"] is False
     assert cli.main([*base, "delete", "greek", "--dossier", "acme"]) == 0
     capsys.readouterr()
@@ -275,3 +278,34 @@ def test_rules_test_sees_the_mail_headers(
     assert decision["rules"][0]["why"] == (
         "subaddress='purchase', sender='billing@telecom.example'"
     )
+
+
+def test_rules_test_says_what_it_would_duplicate_and_stores_nothing(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_dossier(config) == 0
+    invoice = tmp_path / "again.xml"
+    invoice.write_bytes(corpus_file("peppol-bis3/base-example.xml").read_bytes())
+    settings = load(config)
+    store = open_store(settings.database.url, settings.blob_dir)
+    with store.session.begin() as session:
+        dossier = session.scalars(select(Dossier).where(Dossier.slug == "acme")).one()
+        first = Document(
+            dossier=dossier,
+            filename="first.xml",
+            media_type="application/xml",
+            blob_sha256=hashlib.sha256(invoice.read_bytes()).hexdigest(),
+            size=1,
+        )
+        session.add(first)
+        session.flush()
+        first_id = first.id
+    capsys.readouterr()
+    argv = ["-c", config, "rules", "test", str(invoice), "--dossier", "acme", "--json"]
+    assert cli.main(argv) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["duplicate_of"] == first_id
+    assert decision["auto_send"] is False
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Document)) == 1
+    store.engine.dispose()
