@@ -1,9 +1,10 @@
 """`gateway rules ...` and `gateway doc set-type`: the policy, tried and overridden by hand.
 
 `rules test` runs the daemon's own decision (`gateway.rules.stage.plan`) on a file or an .eml
-for a dossier and stores nothing, so an accountant can see why a document would get its type
-before a client sends it. `doc set-type` is the manual override, allowed only while the
-document has not been sent and is not on its way.
+for a dossier and stores nothing (the config is applied as at start, then rolled back), so an
+accountant can see why a document would get its type before a client sends it. `doc set-type`
+is the manual override, allowed only while the document has not been sent and is not on its
+way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import config
+from gateway import config, office
 from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.intake import mime
@@ -90,14 +91,21 @@ def register_doc(group: Any) -> None:
 
 
 @contextmanager
-def _session(args: argparse.Namespace) -> Iterator[tuple[config.Settings, Session]]:
+def _session(
+    args: argparse.Namespace, commit: bool = True
+) -> Iterator[tuple[config.Settings, Session]]:
+    """A session on the configured database; with `commit=False` everything is rolled back."""
     settings = config.load(args.config)
     store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
     check_current(store.engine)
+    session = store.session()
     try:
-        with store.session.begin() as session:
-            yield settings, session
+        yield settings, session
+        if commit:
+            session.commit()
     finally:
+        session.rollback()
+        session.close()
         store.engine.dispose()
 
 
@@ -150,7 +158,9 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise CommandRefused(f"{args.file}: {exc.strerror or exc}") from None
-    with _session(args) as (settings, session):
+    with _session(args, commit=False) as (settings, session):
+        # The daemon applies the config's dossiers at start; do the same, then roll it back.
+        office.provision(session, settings)
         dossier = session.scalars(select(Dossier).where(Dossier.slug == args.dossier)).first()
         if dossier is None:
             raise CommandRefused(f"no dossier {args.dossier!r}")

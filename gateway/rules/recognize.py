@@ -25,7 +25,7 @@ from gateway.rules.statement import StatementFacts, decide_statement
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
 from gateway.rules.xmlpath import local_name
 from gateway.rules.xmlsafe import NotXml, parse_xml
-from gateway.rules.xsd import UblSchemas
+from gateway.rules.xsd import MAX_ERRORS, UblSchemas
 from gateway.store.models import DocType
 
 
@@ -112,7 +112,8 @@ def _checked(
         errors = options.ubl_schemas.errors(root)
         facts |= {"xsd_valid": not errors, "xsd_errors": errors}
         if errors:
-            reason += f"; fails the UBL 2.1 schema ({len(errors)}+ errors, first: {errors[0]})"
+            count = f"{len(errors)}{'+' if len(errors) == MAX_ERRORS else ''}"
+            reason += f"; fails the UBL 2.1 schema ({count} errors, first: {errors[0]})"
     return Recognition(decision.doc_type, reason, facts)
 
 

@@ -309,3 +309,21 @@ def test_rules_test_says_what_it_would_duplicate_and_stores_nothing(
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Document)) == 1
     store.engine.dispose()
+
+
+def test_rules_test_knows_the_config_dossiers_before_the_first_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}/var"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path}/var/gw.db"\n'
+        '[[dossiers]]\nslug = "se"\nvat = "SE4598375937"\nintegration = "none"\n'
+    )
+    assert cli.main(["-c", str(path), "db", "upgrade"]) == 0
+    invoice = str(corpus_file("peppol-bis3/base-example.xml"))
+    capsys.readouterr()
+    assert cli.main(["-c", str(path), "rules", "test", invoice, "--dossier", "se", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["type"] == "purchase_invoice"
+    assert cli.main(["-c", str(path), "dossier", "list", "--json"]) == 0
+    assert capsys.readouterr().out == ""
