@@ -115,16 +115,18 @@ class PipelineRunner:
     ) -> list[tuple[Document, bool]]:
         """One document per part, except a PDF that shows another part: it becomes the visual.
         Each comes with whether the policy allows auto-sending it."""
-        # Serialise one dossier's duplicate checks across instances (PostgreSQL; SQLite has a
-        # single writer anyway): a second instance waits here until the first has committed.
-        session.execute(select(Dossier.id).where(Dossier.id == dossier.id).with_for_update())
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, self.rules)
         envelope = Envelope(
             message.mail_from or message.header_from, tuple(message.recipients), message.subject
         )
+        planned = plan(parts, facts, policy, envelope, self.recognition)
+        # Serialise one dossier's duplicate checks across instances (PostgreSQL; SQLite has a
+        # single writer anyway): a second instance waits here until the first has committed.
+        # Taken after recognition, so slow PDFs do not hold it.
+        session.execute(select(Dossier.id).where(Dossier.id == dossier.id).with_for_update())
         docs = []
-        for item in plan(parts, facts, policy, envelope, self.recognition):
+        for item in planned:
             part = parts[item.index]
             doc = self._document(session, message, dossier, part, item)
             docs.append((doc, item.outcome.auto_send))
