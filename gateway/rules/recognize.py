@@ -24,7 +24,7 @@ from gateway.rules.split import Decision, decide
 from gateway.rules.statement import StatementFacts, decide_statement
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
 from gateway.rules.xmlpath import local_name
-from gateway.rules.xmlsafe import NotXml, parse_xml
+from gateway.rules.xmlsafe import NotXml, looks_like_xml, parse_xml
 from gateway.rules.xsd import MAX_ERRORS, UblSchemas
 from gateway.store.models import DocType
 
@@ -81,7 +81,7 @@ def recognize(
     dossier: DossierFacts,
     options: Options = Options(),
 ) -> Recognition:
-    if looks_like_pdf(data):
+    if looks_like_pdf(data) and not looks_like_xml(data):
         return _pdf(data, dossier, options)
     if looks_like_coda(data):
         return _coda(data, dossier)
