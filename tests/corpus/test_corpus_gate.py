@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,30 @@ def test_xsd_check_covers_ubl_inside_a_pdf(schema_options: Options) -> None:
     assert found.facts["embedded_xml"] == "xrechnung.xml"
     assert found.facts["syntax"] == "ubl"
     assert found.facts["xsd_valid"] is False
+
+
+MUTATED = [
+    "peppol-bis3/base-example.xml",
+    "en16931-cii/CII_example1.xml",
+    "facturx/Facture_FR_BASIC.pdf",
+    "facturx/MustangGnuaccountingBeispielRE-20201121_508blanko.pdf",
+    "coda/sample1.cod",
+    "camt/camt053.v8.xml",
+]
+
+
+@pytest.mark.parametrize("relative", MUTATED if ROWS else [])
+def test_damaged_copies_never_raise(relative: str) -> None:
+    """Truncated and byte-flipped copies (fixed seed): every one gets an answer, no exception."""
+    original = (CORPUS / relative).read_bytes()
+    rng = random.Random(relative)
+    for _ in range(40):
+        data = bytearray(original[: rng.randrange(1, len(original) + 1)])
+        for _ in range(rng.randrange(1, 40)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        found = recognize("x", "", bytes(data), STRANGER)
+        assert found.reason.split(":", 1)[0] in REASON_CODES | {
+            "purchase",
+            "sales",
+            "bank statement",
+        }
