@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.rules.facts import Kind
 from gateway.rules.vat import normalize_vat, same_party
@@ -53,6 +54,8 @@ _VAT_LIKE = re.compile(
 )
 _SEPARATORS = re.compile(r"[\s.\-/]+")
 
+Side = Literal["purchase", "sales"]
+
 KIND_SCORE, DOSSIER_SCORE, SIDE_SCORE, OTHER_PARTY_SCORE, NOT_TO_BOOK_PENALTY = (
     0.4,
     0.3,
@@ -70,7 +73,9 @@ class TextGuess:
     evidence: tuple[str, ...]
 
 
-def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
+def classify(text: str, dossier_ids: Sequence[str], hint: Side | None = None) -> TextGuess:
+    """`hint` is the side the sender declared outside the document (an intake address such as
+    `slug+purchase@`); it stands in for a missing label and never overrides one."""
     folded = _fold(text)
     evidence: list[str] = []
     score = 0.0
@@ -92,6 +97,11 @@ def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
     if side:
         score += SIDE_SCORE
         evidence.append(f"{side} side by label")
+        if hint and hint != side:
+            evidence.append(f"hint {hint!r} overruled by the label")
+    elif hint and found:
+        side, score = hint, score + SIDE_SCORE
+        evidence.append(f"{hint} side by hint")
     others = _other_parties(folded, wanted)
     if others:
         score += OTHER_PARTY_SCORE
@@ -102,7 +112,7 @@ def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
     return TextGuess(kind, doc_type, round(max(score, 0.0), 2), tuple(evidence))
 
 
-def _doc_type(kind: Kind, side: str) -> DocType:
+def _doc_type(kind: Kind, side: Side) -> DocType:
     credit = kind == "credit-note"
     if side == "sales":
         return DocType.SALES_CREDIT_NOTE if credit else DocType.SALES_INVOICE
@@ -115,13 +125,14 @@ def _fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[str, str]:
+def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[Side | None, str]:
     """(the dossier's side, the dossier number as matched), from the labels on the line of a
     number or the line before: a customer label at the dossier's number makes a purchase, a
     customer label at another party's number a sale, and the other way round for suppliers."""
     forms = sorted({form for value in wanted for form in _forms(value)}, key=len, reverse=True)
     lines = folded.splitlines()
-    found = side = ""
+    found = ""
+    side: Side | None = None
     for index, line in enumerate(lines):
         label = _label(" ".join(lines[max(index - 1, 0) : index + 1]))
         compact = _SEPARATORS.sub("", line).upper()
@@ -131,7 +142,7 @@ def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[str, str]:
             return ("purchase" if label == "customer" else "sales"), hit
         if label and not side and _other_parties(line, wanted):
             side = "sales" if label == "customer" else "purchase"
-    return (side if found else ""), found
+    return (side if found else None), found
 
 
 def _label(context: str) -> str:

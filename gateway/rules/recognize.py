@@ -19,7 +19,7 @@ from gateway.rules.coda import CodaBroken, looks_like_coda, read_coda
 from gateway.rules.facts import InvoiceFacts
 from gateway.rules.facturx import EmbeddedXml, choose_xml
 from gateway.rules.pdf import PdfUnreadable, embedded_files, looks_like_pdf, open_pdf, page_text
-from gateway.rules.pdftext import classify
+from gateway.rules.pdftext import Side, classify
 from gateway.rules.split import Decision, decide
 from gateway.rules.statement import StatementFacts, decide_statement
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
@@ -80,9 +80,12 @@ def recognize(
     data: bytes,
     dossier: DossierFacts,
     options: Options = Options(),
+    hint: Side | None = None,
 ) -> Recognition:
+    """`hint` is a side declared outside the document (the intake address); only a plain PDF
+    without a customer/supplier label uses it. Structured documents decide for themselves."""
     if looks_like_pdf(data) and not looks_like_xml(data):
-        return _pdf(data, dossier, options)
+        return _pdf(data, dossier, options, hint)
     if looks_like_coda(data):
         return _coda(data, dossier)
     try:
@@ -135,7 +138,7 @@ def _statement(facts: StatementFacts, dossier: DossierFacts) -> Recognition:
     return _recognised(decide_statement(facts, dossier.ids, dossier.ibans), facts.as_json())
 
 
-def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
+def _pdf(data: bytes, dossier: DossierFacts, options: Options, hint: Side | None) -> Recognition:
     """A hybrid PDF is its XML; a PDF that embeds no invoice XML is read as text."""
     try:
         reader = open_pdf(data)
@@ -154,16 +157,20 @@ def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
         text = page_text(reader)
     except PdfUnreadable as exc:
         return Recognition(None, f"{exc}{note}", _pdf_facts(files))
-    return _plain_pdf(text, files, dossier, options, note)
+    return _plain_pdf(text, _pdf_facts(files), dossier, options, hint, note)
 
 
 def _plain_pdf(
-    text: str, files: dict[str, bytes], dossier: DossierFacts, options: Options, note: str
+    text: str,
+    facts: dict[str, Any],
+    dossier: DossierFacts,
+    options: Options,
+    hint: Side | None,
+    note: str,
 ) -> Recognition:
-    facts = _pdf_facts(files)
     if not text.strip():
         return Recognition(None, f"pdf-no-text: no text layer (a scan?){note}", facts)
-    guess = classify(text, dossier.ids)
+    guess = classify(text, dossier.ids, hint)
     facts |= {"kind": guess.kind or "", "confidence": guess.confidence}
     facts["evidence"] = list(guess.evidence)
     evidence = ", ".join(guess.evidence) or "no evidence"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.rules.bundle import Item, pair_visuals
+from gateway.rules.pdftext import Side
 from gateway.rules.policy import Outcome, Rule, Subject, evaluate
 from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
 
@@ -29,6 +30,8 @@ class Envelope:
     sender: str
     recipients: tuple[str, ...]
     subject: str
+    # A side the intake declared for the whole message (e.g. from `slug+purchase@`).
+    hint: Side | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,9 @@ def plan(
     envelope: Envelope,
     options: Options,
 ) -> list[Planned]:
-    found = [recognize(p.filename, p.media_type, p.data, dossier, options) for p in parts]
+    found = [
+        recognize(p.filename, p.media_type, p.data, dossier, options, envelope.hint) for p in parts
+    ]
     shows = pair_visuals([Item(p.filename, f) for p, f in zip(parts, found, strict=True)])
     shown_by = {doc: pdf for pdf, doc in shows.items()}
     planned = []

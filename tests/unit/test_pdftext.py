@@ -74,3 +74,29 @@ def test_company_number_without_country_is_found() -> None:
 def test_a_pdf_without_text_says_so() -> None:
     found = recognize("scan.pdf", "", text_pdf([]), DossierFacts(DOSSIER, ""))
     assert found.reason.startswith("pdf-no-text: ")
+
+
+def test_a_hint_stands_in_for_a_missing_label() -> None:
+    data = text_pdf(["FACTUUR 1", "BE 0123 456 749", "NL123456789B01"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.SALES_INVOICE
+    assert "sales side by hint" in found.reason
+
+
+def test_a_label_overrules_the_hint() -> None:
+    data = text_pdf(["FACTUUR 1", "Klant: BE 0123 456 749"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.PURCHASE_INVOICE
+    assert "hint 'sales' overruled by the label" in found.reason
+
+
+def test_a_hint_never_changes_a_structured_document() -> None:
+    ubl = b"""<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+      xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+      xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+      <cbc:ID>1</cbc:ID>
+      <cac:AccountingCustomerParty><cac:Party><cac:PartyTaxScheme>
+        <cbc:CompanyID>BE0123456749</cbc:CompanyID><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme>
+      </cac:PartyTaxScheme></cac:Party></cac:AccountingCustomerParty></Invoice>"""
+    found = recognize("x.xml", "", ubl, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.PURCHASE_INVOICE
