@@ -407,6 +407,9 @@ def doc_view(doc: Document) -> dict[str, Any]:
         "created_at": doc.created_at.isoformat(),
         "sent_at": doc.sent_at.isoformat() if doc.sent_at else None,
         "archived": doc.archived,
+        "duplicate_of": doc.duplicate_of_id,
+        "visual": doc.visual_filename or None,
+        "rules": [entry["rule"] for entry in doc.matched_rules],
     }
 
 

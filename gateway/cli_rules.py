@@ -1,26 +1,30 @@
 """`gateway rules ...` and `gateway doc set-type`: the policy, tried and overridden by hand.
 
 `rules test` runs the daemon's own decision (`gateway.rules.stage.plan`) on a file or an .eml
-for a dossier and stores nothing, so an accountant can see why a document would get its type
-before a client sends it. `doc set-type` is the manual override, allowed only while the
-document has not been sent and is not on its way.
+for a dossier and stores nothing (the config is applied as at start, then rolled back), so an
+accountant can see why a document would get its type before a client sends it. `doc set-type`
+is the manual override, allowed only while the document has not been sent and is not on its
+way.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import mimetypes
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import config
+from gateway import config, office
+from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound.queue import PENDING
@@ -72,9 +76,9 @@ def register(sub: Any) -> None:
     test = group.add_parser("test", help="show the decision for a file or .eml; stores nothing")
     test.add_argument("file", type=Path)
     test.add_argument("--dossier", required=True)
-    test.add_argument("--sender", default="", help="envelope sender (bare files)")
-    test.add_argument("--recipient", default="", help="recipient address (bare files)")
-    test.add_argument("--subject", default="", help="subject (bare files)")
+    test.add_argument("--sender", default="", help="envelope sender (default: From)")
+    test.add_argument("--recipient", default="", help="recipient (default: To, or the dossier's)")
+    test.add_argument("--subject", default="", help="subject (default: the mail's)")
     test.add_argument("--json", action="store_true", help="one JSON object per document")
     test.set_defaults(func=cmd_rules_test)
 
@@ -87,14 +91,21 @@ def register_doc(group: Any) -> None:
 
 
 @contextmanager
-def _session(args: argparse.Namespace) -> Iterator[tuple[config.Settings, Session]]:
+def _session(
+    args: argparse.Namespace, commit: bool = True
+) -> Iterator[tuple[config.Settings, Session]]:
+    """A session on the configured database; with `commit=False` everything is rolled back."""
     settings = config.load(args.config)
     store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
     check_current(store.engine)
+    session = store.session()
     try:
-        with store.session.begin() as session:
-            yield settings, session
+        yield settings, session
+        if commit:
+            session.commit()
     finally:
+        session.rollback()
+        session.close()
         store.engine.dispose()
 
 
@@ -147,7 +158,9 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise CommandRefused(f"{args.file}: {exc.strerror or exc}") from None
-    with _session(args) as (settings, session):
+    with _session(args, commit=False) as (settings, session):
+        # The daemon applies the config's dossiers at start; do the same, then roll it back.
+        office.provision(session, settings)
         dossier = session.scalars(select(Dossier).where(Dossier.slug == args.dossier)).first()
         if dossier is None:
             raise CommandRefused(f"no dossier {args.dossier!r}")
@@ -157,9 +170,18 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
             raise CommandRefused(f"{args.file}: the message would be quarantined: {exc}") from None
         facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
         policy = rules_for(session, dossier, settings.rules)
-        options = recognition_options(settings.recognition)
+        options = recognition_options(settings.recognition, settings.source)
         for item in plan(parts, facts, policy, envelope, options):
-            view = _decision(parts[item.index], item)
+            part = parts[item.index]
+            duplicate_of = _duplicate_of(session, dossier, part, item)
+            view = _decision(part, item) | {
+                "duplicate_of": duplicate_of,
+                "auto_send": item.outcome.auto_send
+                and dossier.auto_send
+                and dossier.integration_id is not None
+                and item.outcome.doc_type is not None
+                and duplicate_of is None,
+            }
             print(json.dumps(view, ensure_ascii=False) if args.json else _decision_text(view))
         if not parts:
             print(f"{args.file}: no attachments")
@@ -193,17 +215,37 @@ def cmd_doc_set_type(args: argparse.Namespace) -> int:
 def _input(
     args: argparse.Namespace, data: bytes, dossier: Dossier, limits: config.MimeSettings
 ) -> tuple[list[mime.Part], Envelope]:
-    """An .eml is taken apart like the daemon does; any other file is one bare document."""
+    """An .eml is taken apart like the daemon does; any other file is one bare document.
+    Sender, recipient and subject come from the options, else the mail's headers, else the
+    dossier's first address (the envelope of a real delivery is not in an .eml)."""
+    own = next((a.address for a in dossier.addresses), "")
     if args.file.suffix.lower() == ".eml" or _HEADER_LINES.match(data):
-        head = mime.headers(mime.parse(data, headers_only=True))
-        recipients = tuple(a.address for a in dossier.addresses[:1])
-        parts = mime.extract(data, limits).parts
-        return parts, Envelope(head.header_from, recipients, head.subject)
+        message = mime.parse(data, headers_only=True)
+        head = mime.headers(message)
+        to = [address for _, address in getaddresses([str(message.get("To", ""))]) if address]
+        recipients = (args.recipient,) if args.recipient else tuple(to) or (own,)
+        sender = args.sender or parseaddr(head.header_from)[1]
+        envelope = Envelope(sender, recipients, args.subject or head.subject)
+        return mime.extract(data, limits).parts, envelope
     name = safe_filename(args.file.name)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    recipient = args.recipient or next((a.address for a in dossier.addresses), "")
+    recipient = args.recipient or own
     envelope = Envelope(args.sender, (recipient,) if recipient else (), args.subject)
     return [mime.Part(name, media_type, data)], envelope
+
+
+def _duplicate_of(session: Session, dossier: Dossier, part: mime.Part, item: Planned) -> int | None:
+    """The document this one would duplicate, found by the daemon's own check; the probe is
+    never added to the session, so nothing is stored."""
+    probe = Document(
+        dossier=dossier,
+        blob_sha256=hashlib.sha256(part.data).hexdigest(),
+        dedupe_key=dedupe_key(item.outcome.doc_type, item.found.facts),
+        facts=item.found.facts,
+        status_reason="",
+    )
+    mark_duplicate(session, probe, item.found.text)
+    return probe.duplicate_of_id
 
 
 def _decision(part: mime.Part, item: Planned) -> dict[str, Any]:
@@ -213,7 +255,6 @@ def _decision(part: mime.Part, item: Planned) -> dict[str, Any]:
         "type": outcome.doc_type.value if outcome.doc_type else UNRECOGNISED,
         "reason": outcome.reason,
         "rules": outcome.matched,
-        "auto_send": outcome.auto_send,
         "visual": item.visual.filename if item.visual else None,
         **expected_columns(item.found.facts),
     }
@@ -225,6 +266,8 @@ def _decision_text(view: dict[str, Any]) -> str:
         f"  rule {m['rule']} [{m['level']}]: {m['why']} -> {m['actions']}" for m in view["rules"]
     ]
     lines += [f"  visual: {view['visual']}"] if view["visual"] else []
+    lines += [f"  duplicate of document {view['duplicate_of']}"] if view["duplicate_of"] else []
+    lines += [f"  auto-send: {'yes' if view['auto_send'] else 'no'}"]
     return "\n".join(lines)
 
 

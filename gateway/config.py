@@ -440,6 +440,8 @@ def _rules(raw: Any, source: str) -> list[Rule]:
             )
         except RuleError as exc:
             raise ConfigError(source, prefix + exc.key, exc.problem) from None
+        if any((r.name, r.dossier) == (rules[-1].name, rules[-1].dossier) for r in rules[:-1]):
+            raise ConfigError(source, prefix + "name", f"{rules[-1].name!r} is used twice")
     return rules
 
 

@@ -55,7 +55,7 @@ class Daemon:
             self.store,
             settings.delivery,
             self.delivery.wake,
-            recognition_options(settings.recognition),
+            recognition_options(settings.recognition, settings.source),
             settings.rules,
             settings.mime,
         )
@@ -157,7 +157,7 @@ class Daemon:
         self.settings = new
         self.delivery.settings = new.delivery
         self.pipeline.delivery = new.delivery
-        self.pipeline.recognition = recognition_options(new.recognition)
+        self.pipeline.recognition = recognition_options(new.recognition, new.source)
         self.pipeline.rules = tuple(new.rules)
         configure_logging(new.gateway.log_level, new.gateway.log_format)
         log.info("reloaded", source=new.source)

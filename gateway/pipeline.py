@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gateway.config import DeliverySettings, MimeSettings, RecognitionSettings
+from gateway.config import ConfigError, DeliverySettings, MimeSettings, RecognitionSettings
+from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.intake import mime
 from gateway.outbound import queue
@@ -26,6 +27,7 @@ from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import Outcome, Rule
 from gateway.rules.recognize import DossierFacts, Options
 from gateway.rules.stage import Envelope, Planned, plan
+from gateway.rules.xsd import SchemaUnavailable, UblSchemas
 from gateway.store.db import Store
 from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
 
@@ -140,8 +142,13 @@ class PipelineRunner:
             message.subject,
             hint,
         )
+        planned = plan(parts, facts, policy, envelope, self.recognition)
+        # Serialise one dossier's duplicate checks across instances (PostgreSQL; SQLite has a
+        # single writer anyway): a second instance waits here until the first has committed.
+        # Taken after recognition, so slow PDFs do not hold it.
+        session.execute(select(Dossier.id).where(Dossier.id == dossier.id).with_for_update())
         docs = []
-        for item in plan(parts, facts, policy, envelope, self.recognition):
+        for item in planned:
             part = parts[item.index]
             doc = self._document(session, message, dossier, part, item)
             docs.append((doc, item.outcome.auto_send))
@@ -173,7 +180,7 @@ class PipelineRunner:
         if visual is not None:
             doc.visual_sha256 = self.store.blobs.put(visual.data)
             doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
-        _mark_duplicate(session, doc)
+        mark_duplicate(session, doc, found.text)
         session.add(doc)
         session.flush()
         session.add(
@@ -221,8 +228,15 @@ def _hold(doc: Document, outcome: Outcome) -> None:
         doc.status_reason = f"quarantined by rule {outcome.quarantined}"
 
 
-def recognition_options(settings: RecognitionSettings) -> Options:
-    return Options(pdf_min_confidence=settings.pdf_min_confidence)
+def recognition_options(settings: RecognitionSettings, source: str = "") -> Options:
+    """The recognition options, loading the UBL schemas when configured (once, at start)."""
+    schemas = None
+    if settings.ubl_xsd_dir is not None:
+        try:
+            schemas = UblSchemas.load(settings.ubl_xsd_dir)
+        except SchemaUnavailable as exc:
+            raise ConfigError(source or "config", "recognition.ubl_xsd_dir", str(exc)) from None
+    return Options(pdf_min_confidence=settings.pdf_min_confidence, ubl_schemas=schemas)
 
 
 def _auto_sendable(dossier: Dossier, doc: Document) -> bool:
@@ -233,34 +247,6 @@ def _auto_sendable(dossier: Dossier, doc: Document) -> bool:
         and doc.doc_type is not None
         and doc.duplicate_of_id is None
     )
-
-
-def _mark_duplicate(session: Session, doc: Document) -> None:
-    """Link `doc` to the first document of its dossier with the same bytes or the same identity
-    (supplier, number, type); it is kept and shown, and never delivered."""
-    same_file = Document.blob_sha256 == doc.blob_sha256
-    same_identity = Document.dedupe_key == doc.dedupe_key if doc.dedupe_key else None
-    for condition, why in (
-        (same_file, "same file"),
-        (same_identity, "same supplier, number and type"),
-    ):
-        if condition is None:
-            continue
-        first = session.scalars(
-            select(Document)
-            .where(
-                Document.dossier_id == doc.dossier.id,
-                Document.duplicate_of_id.is_(None),
-                condition,
-            )
-            .order_by(Document.id)
-            .limit(1)
-        ).first()
-        if first is not None:
-            doc.duplicate_of_id = first.id
-            note = f"duplicate of document {first.id} ({why})"
-            doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
-            return
 
 
 def _quarantine(session: Session, message: Message, reason: str) -> None:

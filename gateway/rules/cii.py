@@ -67,7 +67,9 @@ def read_cii(root: etree._Element) -> InvoiceFacts:
         payable_amount=text(root, f"{_TOTALS}/DuePayableAmount"),
         supplier=_party(find(root, f"{_AGREEMENT}/SellerTradeParty")),
         customer=_party(find(root, f"{_AGREEMENT}/BuyerTradeParty")),
-        has_embedded_pdf=embedded_pdf(root) is not None,
+        has_embedded_pdf=(pdf := embedded_pdf(root)) is not None,
+        pdf_placeholder=pdf is None and declares_pdf(root),
+        pdf=pdf,
         syntax="cii",
     )
 
@@ -81,6 +83,16 @@ def embedded_pdf(root: etree._Element) -> tuple[str, bytes] | None:
                 name = pdf_name(binary.get("filename", ""), text(document, "IssuerAssignedID"))
                 return name, content
     return None
+
+
+def declares_pdf(root: etree._Element) -> bool:
+    """Some attachment says `application/pdf`, whatever its content turns out to be."""
+    return any(
+        binary.get("mimeCode", "").strip().lower() == "application/pdf"
+        for binary in find_all(
+            root, f"{_AGREEMENT}/AdditionalReferencedDocument/AttachmentBinaryObject"
+        )
+    )
 
 
 def _party(party: etree._Element | None) -> Party:

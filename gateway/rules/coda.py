@@ -22,11 +22,14 @@ class CodaBroken(ValueError):
 
 
 def looks_like_coda(data: bytes) -> bool:
-    return _HEADER.match(data[:16].decode("latin-1")) is not None
+    """A header record first; blank lines or a UTF-8 BOM before it are tolerated."""
+    head = data.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")[:16]
+    return _HEADER.match(head.decode("latin-1")) is not None
 
 
 def read_coda(data: bytes) -> StatementFacts:
-    records = [line.ljust(RECORD) for line in data.decode("latin-1").splitlines() if line.strip()]
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    records = [line.ljust(RECORD) for line in text.splitlines() if line.strip()]
     headers = [r for r in records if r.startswith("0")]
     balances = [r for r in records if r.startswith("1")]
     header = headers[0]

@@ -8,7 +8,7 @@ Values stay the strings the sender wrote, so what we store can be found again in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
@@ -68,6 +68,8 @@ class InvoiceFacts:
     syntax: Syntax = "ubl"
     # A declared PDF attachment whose content is not a PDF (a test string, an empty element).
     pdf_placeholder: bool = False
+    # The embedded PDF itself (file name, bytes): the document's visual, not a stored fact.
+    pdf: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         """The facts as stored on the document row (JSON column), parties nested."""

@@ -17,14 +17,12 @@ PREFERRED = ("factur-x.xml", "zugferd-invoice.xml", "xrechnung.xml", "ZUGFeRD-in
 class EmbeddedXml:
     name: str
     data: bytes
-    all_names: tuple[str, ...]
 
 
 def choose_xml(files: dict[str, bytes]) -> EmbeddedXml | None:
     """The embedded XML that speaks for the PDF, or None when it embeds none."""
-    names = tuple(files)
     for name in PREFERRED:
         if name in files:
-            return EmbeddedXml(name, files[name], names)
-    others = [name for name in names if name.lower().endswith(".xml")]
-    return EmbeddedXml(others[0], files[others[0]], names) if others else None
+            return EmbeddedXml(name, files[name])
+    others = [name for name in files if name.lower().endswith(".xml")]
+    return EmbeddedXml(others[0], files[others[0]]) if others else None

@@ -10,8 +10,9 @@ it the document stays unrecognised with the evidence spelled out.
 
 Scores: kind word 0.4, dossier number 0.3, side label 0.2, another party's VAT number 0.1;
 a not-to-book word takes 0.3 off. The side comes from a label at the dossier's number, or
-from the opposite label at another party's number. Without any side evidence the proposal is
-a purchase (what clients forward most) scoring at most 0.8, under the default threshold 0.85.
+from the opposite label at another party's number; without it there is no proposal at all,
+whatever the score: purchase or sales is never guessed (the corpus's own sample invoices show
+the seller's number alone, which a purchase default would book in the wrong journal).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.rules.facts import Kind
 from gateway.rules.vat import normalize_vat, same_party
@@ -43,11 +45,16 @@ _SUPPLIER = re.compile(
     r"(leverancier|verkoper|fournisseur|vendeur|supplier|seller|lieferant|verkaufer"
     r"|onze\s+btw|notre\s+.{0,4}tva|our\s+vat|unsere\s+ust)"
 )
+# Belgian numbers are written in groups (BE 0123.456.749); elsewhere only dots may separate,
+# so that a date or an amount after the number is never read as part of it.
 _VAT_LIKE = re.compile(
-    r"\b(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
-    r"[ .]?(U?[0-9][0-9A-Z .]{7,16})"
+    r"\b(BE)[ .]?([01]?\d{3}[ .]?\d{3}[ .]?\d{3})\b"
+    r"|\b(AT|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK)"
+    r" ?(U?[0-9][0-9A-Z.]{7,16})\b"
 )
 _SEPARATORS = re.compile(r"[\s.\-/]+")
+
+Side = Literal["purchase", "sales"]
 
 KIND_SCORE, DOSSIER_SCORE, SIDE_SCORE, OTHER_PARTY_SCORE, NOT_TO_BOOK_PENALTY = (
     0.4,
@@ -66,7 +73,9 @@ class TextGuess:
     evidence: tuple[str, ...]
 
 
-def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
+def classify(text: str, dossier_ids: Sequence[str], hint: Side | None = None) -> TextGuess:
+    """`hint` is the side the sender declared outside the document (an intake address such as
+    `slug+purchase@`); it stands in for a missing label and never overrides one."""
     folded = _fold(text)
     evidence: list[str] = []
     score = 0.0
@@ -88,15 +97,22 @@ def classify(text: str, dossier_ids: Sequence[str]) -> TextGuess:
     if side:
         score += SIDE_SCORE
         evidence.append(f"{side} side by label")
+        if hint and hint != side:
+            evidence.append(f"hint {hint!r} overruled by the label")
+    elif hint and found:
+        side, score = hint, score + SIDE_SCORE
+        evidence.append(f"{hint} side by hint")
     others = _other_parties(folded, wanted)
     if others:
         score += OTHER_PARTY_SCORE
         evidence.append(f"other party {others[0]}")
-    doc_type = _doc_type(kind, side or "purchase") if kind and found else None
+    if kind and found and not side:
+        evidence.append("no customer/supplier label: side unknown")
+    doc_type = _doc_type(kind, side) if kind and found and side else None
     return TextGuess(kind, doc_type, round(max(score, 0.0), 2), tuple(evidence))
 
 
-def _doc_type(kind: Kind, side: str) -> DocType:
+def _doc_type(kind: Kind, side: Side) -> DocType:
     credit = kind == "credit-note"
     if side == "sales":
         return DocType.SALES_CREDIT_NOTE if credit else DocType.SALES_INVOICE
@@ -109,13 +125,14 @@ def _fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[str, str]:
+def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[Side | None, str]:
     """(the dossier's side, the dossier number as matched), from the labels on the line of a
     number or the line before: a customer label at the dossier's number makes a purchase, a
     customer label at another party's number a sale, and the other way round for suppliers."""
     forms = sorted({form for value in wanted for form in _forms(value)}, key=len, reverse=True)
     lines = folded.splitlines()
-    found = side = ""
+    found = ""
+    side: Side | None = None
     for index, line in enumerate(lines):
         label = _label(" ".join(lines[max(index - 1, 0) : index + 1]))
         compact = _SEPARATORS.sub("", line).upper()
@@ -125,7 +142,7 @@ def _dossier_side(folded: str, wanted: Sequence[str]) -> tuple[str, str]:
             return ("purchase" if label == "customer" else "sales"), hit
         if label and not side and _other_parties(line, wanted):
             side = "sales" if label == "customer" else "purchase"
-    return (side if found else ""), found
+    return (side if found else None), found
 
 
 def _label(context: str) -> str:
@@ -143,7 +160,8 @@ def _forms(number: str) -> tuple[str, ...]:
 def _other_parties(folded: str, wanted: Sequence[str]) -> list[str]:
     found = []
     for match in _VAT_LIKE.finditer(folded.upper()):
-        number = normalize_vat(match.group(1) + _SEPARATORS.sub("", match.group(2)))
+        country, digits = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        number = normalize_vat(country + _SEPARATORS.sub("", digits))
         digits = sum(char.isdigit() for char in number)
         if digits >= 8 and not any(same_party(number, value) for value in wanted):
             found.append(number)

@@ -14,19 +14,18 @@ from typing import Any
 from lxml import etree
 
 from gateway.rules.camt import is_camt053, read_camt
-from gateway.rules.cii import embedded_pdf as cii_pdf
 from gateway.rules.cii import is_cii, read_cii
 from gateway.rules.coda import CodaBroken, looks_like_coda, read_coda
 from gateway.rules.facts import InvoiceFacts
 from gateway.rules.facturx import EmbeddedXml, choose_xml
 from gateway.rules.pdf import PdfUnreadable, embedded_files, looks_like_pdf, open_pdf, page_text
-from gateway.rules.pdftext import classify
+from gateway.rules.pdftext import Side, classify
 from gateway.rules.split import Decision, decide
 from gateway.rules.statement import StatementFacts, decide_statement
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, read_ubl
-from gateway.rules.ubl import embedded_pdf as ubl_pdf
 from gateway.rules.xmlpath import local_name
-from gateway.rules.xmlsafe import NotXml, parse_xml
+from gateway.rules.xmlsafe import NotXml, looks_like_xml, parse_xml
+from gateway.rules.xsd import MAX_ERRORS, UblSchemas
 from gateway.store.models import DocType
 
 
@@ -46,6 +45,7 @@ class Options:
     """Office-wide recognition settings (`[recognition]` in the config)."""
 
     pdf_min_confidence: float = 0.85
+    ubl_schemas: UblSchemas | None = None
 
 
 @dataclass(frozen=True)
@@ -80,31 +80,44 @@ def recognize(
     data: bytes,
     dossier: DossierFacts,
     options: Options = Options(),
+    hint: Side | None = None,
 ) -> Recognition:
-    if looks_like_pdf(data):
-        return _pdf(data, dossier, options)
+    """`hint` is a side declared outside the document (the intake address); only a plain PDF
+    without a customer/supplier label uses it. Structured documents decide for themselves."""
+    if looks_like_pdf(data) and not looks_like_xml(data):
+        return _pdf(data, dossier, options, hint)
     if looks_like_coda(data):
         return _coda(data, dossier)
     try:
         root = parse_xml(data)
     except NotXml as exc:
         return Recognition(None, f"{exc}{_declared(filename, media_type)}")
-    return _xml(root, dossier)
+    return _xml(root, dossier, options)
 
 
-def _xml(root: etree._Element, dossier: DossierFacts) -> Recognition:
+def _xml(root: etree._Element, dossier: DossierFacts, options: Options) -> Recognition:
     if is_camt053(root):
         return _statement(read_camt(root), dossier)
     invoice = _invoice(root)
     if invoice is None:
         return Recognition(None, f"unsupported-format: root {root.tag}")
-    decision = decide(invoice, dossier.ids)
-    return Recognition(decision.doc_type, decision.reason, invoice.as_json(), _visual(root))
+    found = _checked(root, invoice, decide(invoice, dossier.ids), options)
+    visual = Visual(*invoice.pdf) if invoice.pdf else None
+    return Recognition(found.doc_type, found.reason, found.facts, visual)
 
 
-def _visual(root: etree._Element) -> Visual | None:
-    found = ubl_pdf(root) if root.tag in (INVOICE, CREDIT_NOTE) else cii_pdf(root)
-    return Visual(*found) if found else None
+def _checked(
+    root: etree._Element, invoice: InvoiceFacts, decision: Decision, options: Options
+) -> Recognition:
+    """The decision with the facts, flagged when the optional UBL schema check fails."""
+    facts, reason = invoice.as_json(), decision.reason
+    if options.ubl_schemas is not None and invoice.syntax == "ubl":
+        errors = options.ubl_schemas.errors(root)
+        facts |= {"xsd_valid": not errors, "xsd_errors": errors}
+        if errors:
+            count = f"{len(errors)}{'+' if len(errors) == MAX_ERRORS else ''}"
+            reason += f"; fails the UBL 2.1 schema ({count} errors, first: {errors[0]})"
+    return Recognition(decision.doc_type, reason, facts)
 
 
 def _invoice(root: etree._Element) -> InvoiceFacts | None:
@@ -125,7 +138,7 @@ def _statement(facts: StatementFacts, dossier: DossierFacts) -> Recognition:
     return _recognised(decide_statement(facts, dossier.ids, dossier.ibans), facts.as_json())
 
 
-def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
+def _pdf(data: bytes, dossier: DossierFacts, options: Options, hint: Side | None) -> Recognition:
     """A hybrid PDF is its XML; a PDF that embeds no invoice XML is read as text."""
     try:
         reader = open_pdf(data)
@@ -136,7 +149,7 @@ def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
     embedded = choose_xml(files)
     note = ""
     if embedded is not None:
-        hybrid = _hybrid(embedded, dossier)
+        hybrid = _hybrid(embedded, dossier, options)
         if hybrid.facts.get("syntax") in ("ubl", "cii"):
             return Recognition(hybrid.doc_type, hybrid.reason, hybrid.facts | container)
         note = f"; embedded {embedded.name} ignored: {hybrid.reason}"
@@ -144,30 +157,35 @@ def _pdf(data: bytes, dossier: DossierFacts, options: Options) -> Recognition:
         text = page_text(reader)
     except PdfUnreadable as exc:
         return Recognition(None, f"{exc}{note}", _pdf_facts(files))
-    return _plain_pdf(text, files, dossier, options, note)
+    return _plain_pdf(text, _pdf_facts(files), dossier, options, hint, note)
 
 
 def _plain_pdf(
-    text: str, files: dict[str, bytes], dossier: DossierFacts, options: Options, note: str
+    text: str,
+    facts: dict[str, Any],
+    dossier: DossierFacts,
+    options: Options,
+    hint: Side | None,
+    note: str,
 ) -> Recognition:
-    facts = _pdf_facts(files)
     if not text.strip():
         return Recognition(None, f"pdf-no-text: no text layer (a scan?){note}", facts)
-    guess = classify(text, dossier.ids)
+    guess = classify(text, dossier.ids, hint)
     facts |= {"kind": guess.kind or "", "confidence": guess.confidence}
     facts["evidence"] = list(guess.evidence)
     evidence = ", ".join(guess.evidence) or "no evidence"
-    if guess.doc_type is None or guess.confidence < options.pdf_min_confidence:
-        reason = (
-            f"pdf-low-confidence: {guess.confidence:.2f} < {options.pdf_min_confidence:.2f}"
-            f" ({evidence}){note}"
-        )
-        return Recognition(None, reason, facts, text=text)
+    if guess.doc_type is None:
+        reason = f"pdf-low-confidence: {guess.confidence:.2f}, no type proposed ({evidence})"
+        return Recognition(None, reason + note, facts, text=text)
+    if guess.confidence < options.pdf_min_confidence:
+        threshold = f"{guess.confidence:.2f} < {options.pdf_min_confidence:.2f}"
+        reason = f"pdf-low-confidence: {threshold} for {guess.doc_type.value} ({evidence})"
+        return Recognition(None, reason + note, facts, text=text)
     reason = f"pdf-text: {guess.doc_type.value} with confidence {guess.confidence:.2f} ({evidence})"
     return Recognition(guess.doc_type, reason + note, facts, text=text)
 
 
-def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts) -> Recognition:
+def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts, options: Options) -> Recognition:
     try:
         root = parse_xml(embedded.data)
     except NotXml as exc:
@@ -175,8 +193,8 @@ def _hybrid(embedded: EmbeddedXml, dossier: DossierFacts) -> Recognition:
     invoice = _invoice(root)
     if invoice is None:
         return Recognition(None, f"root {local_name(root)} is not an invoice")
-    facts = invoice.as_json() | {"embedded_xml": embedded.name}
-    return _recognised(decide(invoice, dossier.ids), facts)
+    found = _checked(root, invoice, decide(invoice, dossier.ids), options)
+    return Recognition(found.doc_type, found.reason, found.facts | {"embedded_xml": embedded.name})
 
 
 def _pdf_facts(files: dict[str, bytes]) -> dict[str, Any]:

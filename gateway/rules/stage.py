@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.rules.bundle import Item, pair_visuals
+from gateway.rules.pdftext import Side
 from gateway.rules.policy import Outcome, Rule, Subject, evaluate
 from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
 from gateway.store.models import DocType
@@ -41,6 +42,7 @@ HINT_TYPES = {
     "bank": DocType.BANK_STATEMENT,
     "other": DocType.OTHER,
 }
+SIDES: dict[str, Side] = {"purchase": "purchase", "sales": "sales"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def plan(
     options: Options,
 ) -> list[Planned]:
     found = [
-        _hinted(recognize(p.filename, p.media_type, p.data, dossier, options), envelope.hint)
+        _hinted(recognize(*_args(p), dossier, options, SIDES.get(envelope.hint)), envelope.hint)
         for p in parts
     ]
     shows = pair_visuals([Item(p.filename, f) for p, f in zip(parts, found, strict=True)])
@@ -84,6 +86,10 @@ def plan(
         )
         planned.append(Planned(index, recognition, visual, evaluate(policy, subject)))
     return planned
+
+
+def _args(part: FilePart) -> tuple[str, str, bytes]:
+    return part.filename, part.media_type, part.data
 
 
 def _hinted(found: Recognition, hint: str) -> Recognition:

@@ -42,6 +42,7 @@ def read_ubl(root: etree._Element) -> InvoiceFacts:
     if root.tag not in (INVOICE, CREDIT_NOTE):
         raise NotUbl(str(root.tag))
     credit_root = root.tag == CREDIT_NOTE
+    pdf = embedded_pdf(root)
     type_code = _text(root, "cbc:CreditNoteTypeCode" if credit_root else "cbc:InvoiceTypeCode")
     return InvoiceFacts(
         customization_id=_text(root, "cbc:CustomizationID"),
@@ -54,8 +55,9 @@ def read_ubl(root: etree._Element) -> InvoiceFacts:
         payable_amount=_text(root, "cac:LegalMonetaryTotal/cbc:PayableAmount"),
         supplier=_party(root.find("cac:AccountingSupplierParty/cac:Party", NS)),
         customer=_party(root.find("cac:AccountingCustomerParty/cac:Party", NS)),
-        has_embedded_pdf=(has_pdf := embedded_pdf(root) is not None),
-        pdf_placeholder=not has_pdf and declares_pdf(root),
+        has_embedded_pdf=pdf is not None,
+        pdf_placeholder=pdf is None and declares_pdf(root),
+        pdf=pdf,
     )
 
 

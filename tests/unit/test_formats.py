@@ -179,3 +179,20 @@ def test_camt053_any_version(version: str) -> None:
 
 def test_camt052_is_not_a_statement() -> None:
     assert code(run(camt("052.001.08"), ibans=("BE68539007547034",))) == "unsupported-format"
+
+
+def test_xml_mentioning_the_pdf_magic_is_still_xml() -> None:
+    data = cii().replace(
+        b"<rsm:ExchangedDocumentContext>", b"<!-- %PDF-1.7 --><rsm:ExchangedDocumentContext>"
+    )
+    assert run(data).doc_type is DocType.PURCHASE_INVOICE
+
+
+def test_a_pdf_behind_some_junk_is_still_a_pdf() -> None:
+    found = run(b"garbage from a scanner\r\n" + pdf({"factur-x.xml": cii()}))
+    assert found.doc_type is DocType.PURCHASE_INVOICE
+
+
+def test_coda_after_a_bom_and_blank_lines_is_still_coda() -> None:
+    data = b"\xef\xbb\xbf\r\n" + coda(BE_IBAN_RECORD)
+    assert run(data, vat="", ibans=("BE68539007547034",)).doc_type is DocType.BANK_STATEMENT

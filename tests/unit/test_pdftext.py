@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from pypdf import PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+from pdf_samples import text_pdf
 
 from gateway.rules.pdftext import classify
 from gateway.rules.recognize import DossierFacts, Options, recognize
 from gateway.store.models import DocType
 
 DOSSIER = "BE0123456749"
-
-
-def text_pdf(lines: list[str]) -> bytes:
-    """A one-page PDF whose text layer holds `lines` (Helvetica, WinAnsi)."""
-    writer = PdfWriter()
-    page = writer.add_blank_page(width=595, height=842)
-    font = DictionaryObject(
-        {
-            NameObject("/Type"): NameObject("/Font"),
-            NameObject("/Subtype"): NameObject("/Type1"),
-            NameObject("/BaseFont"): NameObject("/Helvetica"),
-            NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
-        }
-    )
-    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
-    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
-    shown = " ".join(f"({line}) '" for line in lines)
-    stream = DecodedStreamObject()
-    stream.set_data(f"BT /F1 11 Tf 50 800 Td 14 TL {shown} ET".encode("cp1252"))
-    page[NameObject("/Contents")] = writer._add_object(stream)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -65,18 +39,24 @@ def test_without_the_dossier_number_it_stays_unrecognised() -> None:
         "x.pdf", "", text_pdf(["FACTUUR 1", "Klant BE0987654321"]), DossierFacts(DOSSIER, "")
     )
     assert found.doc_type is None
-    assert found.reason.startswith("pdf-low-confidence: 0.50 < 0.85")
+    assert found.reason.startswith("pdf-low-confidence: 0.50, no type proposed (")
     assert found.facts["kind"] == "invoice"
 
 
 def test_the_threshold_is_configurable() -> None:
-    data = text_pdf(["FACTUUR 1", "BE 0123 456 749"])
-    assert recognize("x.pdf", "", data, DossierFacts(DOSSIER, "")).doc_type is None
-    lenient = recognize(
-        "x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=0.7)
-    )
+    data = text_pdf(["FACTUUR 1", "Klant: BE 0123 456 749"])
+    strict = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=1))
+    assert strict.reason.startswith("pdf-low-confidence: 0.90 < 1.00 for purchase_invoice (")
+    lenient = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""))
     assert lenient.doc_type is DocType.PURCHASE_INVOICE
-    assert "confidence 0.70" in lenient.reason
+    assert "confidence 0.90" in lenient.reason
+
+
+def test_without_a_side_there_is_no_proposal_at_any_threshold() -> None:
+    data = text_pdf(["FACTUUR 1", "BE 0123 456 749", "NL123456789B01"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), Options(pdf_min_confidence=0))
+    assert found.doc_type is None
+    assert "side unknown" in found.reason
 
 
 def test_a_quotation_is_not_proposed_as_an_invoice() -> None:
@@ -94,3 +74,29 @@ def test_company_number_without_country_is_found() -> None:
 def test_a_pdf_without_text_says_so() -> None:
     found = recognize("scan.pdf", "", text_pdf([]), DossierFacts(DOSSIER, ""))
     assert found.reason.startswith("pdf-no-text: ")
+
+
+def test_a_hint_stands_in_for_a_missing_label() -> None:
+    data = text_pdf(["FACTUUR 1", "BE 0123 456 749", "NL123456789B01"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.SALES_INVOICE
+    assert "sales side by hint" in found.reason
+
+
+def test_a_label_overrules_the_hint() -> None:
+    data = text_pdf(["FACTUUR 1", "Klant: BE 0123 456 749"])
+    found = recognize("x.pdf", "", data, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.PURCHASE_INVOICE
+    assert "hint 'sales' overruled by the label" in found.reason
+
+
+def test_a_hint_never_changes_a_structured_document() -> None:
+    ubl = b"""<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+      xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+      xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+      <cbc:ID>1</cbc:ID>
+      <cac:AccountingCustomerParty><cac:Party><cac:PartyTaxScheme>
+        <cbc:CompanyID>BE0123456749</cbc:CompanyID><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme>
+      </cac:PartyTaxScheme></cac:Party></cac:AccountingCustomerParty></Invoice>"""
+    found = recognize("x.xml", "", ubl, DossierFacts(DOSSIER, ""), hint="sales")
+    assert found.doc_type is DocType.PURCHASE_INVOICE

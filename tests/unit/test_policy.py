@@ -152,3 +152,11 @@ def test_config_rule_errors_name_file_and_key() -> None:
     with pytest.raises(config.ConfigError) as error:
         config.parse(bad, "gw.toml")
     assert str(error.value).startswith("gw.toml: rules[0].actions.set_type: expected one of")
+
+
+def test_config_rule_names_are_unique_per_level() -> None:
+    rule = {"name": "a", "match": {"syntax": "pdf"}, "actions": {"drop": True}}
+    config.parse({"rules": [rule, rule | {"dossier": "acme"}]}, "gw.toml")
+    with pytest.raises(config.ConfigError) as error:
+        config.parse({"rules": [rule, rule]}, "gw.toml")
+    assert str(error.value) == "gw.toml: rules[1].name: 'a' is used twice"
