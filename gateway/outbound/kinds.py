@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config import ConfigError, read_table
 from gateway.outbound.base import Adapter
@@ -98,11 +100,30 @@ class MailboxOptions:
     concurrency: int = _concurrency()
 
 
-Options = DirectoryOptions | SftpOptions | MailboxOptions
+@dataclass(frozen=True)
+class HttpOptions:
+    url: str = field(
+        metadata={
+            "check": lambda v: v.startswith(("https://", "http://")),
+            "expected": "an http:// or https:// URL",
+        }
+    )
+    # The HMAC-SHA256 signing key; required, from a file or a systemd credential.
+    secret_file: Path | None = None
+    secret_credential: str | None = None
+    # An optional bearer token for the Authorization header.
+    token_file: Path | None = None
+    token_credential: str | None = None
+    timeout: float = 60.0
+    concurrency: int = _concurrency()
+
+
+Options = DirectoryOptions | SftpOptions | MailboxOptions | HttpOptions
 OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
     "mailbox": MailboxOptions,
+    "http": HttpOptions,
 }
 
 
@@ -116,7 +137,20 @@ def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) 
         _check_sftp(parsed, source, prefix)
     if isinstance(parsed, MailboxOptions):
         _check_mailbox(parsed, source, prefix)
+    if isinstance(parsed, HttpOptions):
+        _check_http(parsed, source, prefix)
     return parsed
+
+
+def _check_http(opts: HttpOptions, source: str, prefix: str) -> None:
+    if opts.secret_file is None and opts.secret_credential is None:
+        raise ConfigError(
+            source, f"{prefix}secret_file", "set secret_file or secret_credential (HMAC key)"
+        )
+    if opts.url.startswith("http://") and not _is_loopback(urlsplit(opts.url).hostname or ""):
+        raise ConfigError(
+            source, f"{prefix}url", "plain http:// only to this machine; use https://"
+        )
 
 
 def _check_mailbox(opts: MailboxOptions, source: str, prefix: str) -> None:
@@ -155,6 +189,15 @@ def concurrency(options: dict[str, Any]) -> int:
     return value if isinstance(value, int) and value > 0 else DEFAULT_CONCURRENCY
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
     opts = parse_options(kind, options, f"integration {name!r}", "")
     if isinstance(opts, DirectoryOptions):
@@ -165,6 +208,10 @@ def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
         from gateway.outbound.mailbox import MailboxAdapter
 
         return MailboxAdapter(name, opts)
+    if isinstance(opts, HttpOptions):
+        from gateway.outbound.api import HttpAdapter
+
+        return HttpAdapter(name, opts)
     from gateway.outbound.sftp import SftpAdapter
 
     return SftpAdapter(name, opts)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 from integration.delivery_harness import Harness, invoice
-from integration.mailservers import Postfix, SmtpSink, wait_until
+from integration.mailservers import Postfix, SmtpSink
 from sqlalchemy import update
 
 from gateway.store.models import DeliveryState, DocType, Dossier
@@ -72,7 +72,7 @@ def test_each_type_reaches_its_mailbox_with_its_file_and_a_stable_message_id(
         docs, DeliveryState.SENT
     )
     boxes = {"p": "purchase", "s": "sales", "b": "inbox-f42", "o": "default"}
-    wait_until(lambda: all(len(postfix.messages(box)) == 1 for box in boxes.values()))
+    postfix.wait_for(dict.fromkeys(boxes.values(), 1))
     for kind, box in boxes.items():
         (raw,) = postfix.messages(box)
         msg = _parse(raw)
@@ -100,7 +100,7 @@ def test_document_values_cannot_inject_headers(tmp_path: Path, postfix: Postfix)
     )
     h.run_until(lambda: h.settled(doc))
     assert h.delivery(doc).state is DeliveryState.SENT
-    wait_until(lambda: len(postfix.messages("purchase")) == before + 1)
+    postfix.wait_for({"purchase": before + 1})
     msg = _parse(postfix.messages("purchase")[-1])
     assert msg["Subject"] == "Invoice INV-1 Bcc: postmaster@books.test X-Evil: yes"
     assert msg["Bcc"] is None
