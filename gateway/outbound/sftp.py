@@ -61,7 +61,7 @@ class SftpAdapter:
         folder = upload.rstrip("/") or "."
         name = render(self.options.filename_template, item)
         async with self._slots:
-            link = self._idle.pop() if self._idle else await self._connect()
+            link = self._idle.pop() if self._idle else await self.open_link()
             try:
                 ref = await _upload(link.sftp, folder, name, item)
             except asyncssh.SFTPError as exc:
@@ -87,7 +87,8 @@ class SftpAdapter:
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
 
-    async def _connect(self) -> _Link:
+    async def open_link(self) -> _Link:
+        """A new logged-in SFTP session (the pool calls this; so does `integration test`)."""
         opts = self.options
         pinned = asyncssh.import_public_key(opts.host_key.strip())
         password = read_secret(opts.password_file, opts.password_credential, "password")
