@@ -35,6 +35,16 @@ def _concurrency() -> Any:
     )
 
 
+def _subpath() -> Any:
+    return field(
+        default="",
+        metadata={
+            "check": lambda v: check_upload_path(v) is None,
+            "expected": "a relative path without '..'",
+        },
+    )
+
+
 def _upload_path() -> Any:
     return field(
         default=DEFAULT_UPLOAD_PATH,
@@ -49,6 +59,10 @@ def _upload_path() -> Any:
 class DirectoryOptions:
     path: Path
     upload_path: str = _upload_path()
+    purchase_subpath: str = _subpath()
+    sales_subpath: str = _subpath()
+    bank_subpath: str = _subpath()
+    other_subpath: str = _subpath()
     filename_template: str = _template()
     concurrency: int = _concurrency()
 
@@ -65,6 +79,11 @@ class SftpOptions:
     password_credential: str | None = None
     key_file: Path | None = None
     upload_path: str = _upload_path()
+    # Per type, below upload_path: e.g. purchase_subpath = "Purchase" → Invoice_import/Purchase/.
+    purchase_subpath: str = _subpath()
+    sales_subpath: str = _subpath()
+    bank_subpath: str = _subpath()
+    other_subpath: str = _subpath()
     filename_template: str = _template()
     connect_timeout: float = 15.0
     # Deliveries at once from one gateway process, each on its own pooled connection.

@@ -19,7 +19,7 @@ import structlog
 
 from gateway.outbound.base import DeliveryError, Outgoing, PermanentError, TransientError
 from gateway.outbound.kinds import SftpOptions
-from gateway.outbound.naming import check_upload_path, render
+from gateway.outbound.naming import render, target_folder
 from gateway.outbound.secrets import read_secret
 
 log = structlog.get_logger(__name__)
@@ -54,11 +54,7 @@ class SftpAdapter:
         self._slots = asyncio.Semaphore(options.concurrency)
 
     async def deliver(self, item: Outgoing) -> str:
-        upload = str(item.overrides.get("upload_path") or self.options.upload_path)
-        problem = check_upload_path(upload)
-        if problem:
-            raise PermanentError("bad-upload-path", f"upload path {upload!r} {problem}")
-        folder = upload.rstrip("/") or "."
+        folder = target_folder(self.options, item)
         name = render(self.options.filename_template, item)
         async with self._slots:
             link = self._idle.pop() if self._idle else await self.open_link()

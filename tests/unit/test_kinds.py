@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from gateway.config import ConfigError, DeliverySettings
 from gateway.outbound.api import _retry_after, signature
 from gateway.outbound.base import Outgoing, PermanentError
-from gateway.outbound.kinds import MailboxOptions, concurrency, parse_options
+from gateway.outbound.kinds import MailboxOptions, SftpOptions, concurrency, parse_options
 from gateway.outbound.mailaddress import destination
+from gateway.outbound.naming import target_folder
 from gateway.outbound.secrets import read_secret
 
 MAILBOX = {"host": "smtp.example.net", "from_address": "gw@office.example"}
@@ -119,3 +121,14 @@ def test_signature_covers_timestamp_and_body() -> None:
 
 def test_lifetime_defaults_to_three_days() -> None:
     assert DeliverySettings().lifetime == 3 * 86400
+
+
+def test_target_folder_joins_the_type_sub_path_and_never_leaves_the_drop() -> None:
+    options = SftpOptions(host="h", username="u", host_key="k", purchase_subpath="Purchase")
+    assert target_folder(options, _item(doc_type="purchase_invoice")) == "Invoice_import/Purchase"
+    assert target_folder(options, _item(doc_type="sales_invoice")) == "Invoice_import"
+    hostile = _item(doc_type="purchase_invoice", overrides={"purchase_subpath": "../../etc"})
+    with pytest.raises(PermanentError, match=re.escape("purchase_subpath '../../etc'")):
+        target_folder(options, hostile)
+    error = _error("directory", {"path": "x", "sales_subpath": "/abs"})
+    assert error.key == "integrations[0].sales_subpath"
