@@ -114,6 +114,8 @@ class MailboxOptions:
     to_bank: str = ""
     to_other: str = ""
     subject: str = "[type] [number] [original]"
+    # Also attach the PDF embedded in a UBL document, for packages that file the PDF.
+    attach_pdf: bool = False
     # RFC 5321 allows a relay 10 minutes to answer the final dot; less manufactures duplicates.
     timeout: float = 600.0
     concurrency: int = _concurrency()
