@@ -3,8 +3,10 @@ package exactly once, counted at the receiver (a real HTTP API that logs every r
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from integration.gateway_proc import Gateway
@@ -28,7 +30,7 @@ from gateway.store.models import (
 COUNT = 1000
 
 
-def _config(url: str, state_dir: Path, port: int) -> str:
+def _config(url: str, state_dir: Path, port: int, lease: float = 30.0) -> str:
     return f"""
 [gateway]
 state_dir = "{state_dir}"
@@ -45,13 +47,15 @@ port = {port}
 [delivery]
 workers = 4
 poll_interval = 0.2
-lease = 30.0
+lease = {lease}
 retry_initial = 0.5
 retry_max = 1.0
 """
 
 
-def _queue_documents(url: str, state_dir: Path, api: PackageApi, secret: Path) -> None:
+def _queue_documents(
+    url: str, state_dir: Path, api: PackageApi, secret: Path, count: int = COUNT
+) -> None:
     store = open_store(url, state_dir / "blobs")
     upgrade(store.engine)
     settings = DeliverySettings()
@@ -62,7 +66,7 @@ def _queue_documents(url: str, state_dir: Path, api: PackageApi, secret: Path) -
             options={"url": api.url, "secret_file": str(secret), "concurrency": 3},
         )
         dossier = Dossier(slug="acme", integration=integration, vat_number="BE0123456749")
-        for i in range(COUNT):
+        for i in range(count):
             data = f"<Invoice><ID>PG-{i}</ID></Invoice>".encode()
             doc = Document(
                 dossier=dossier,
@@ -131,3 +135,68 @@ def test_two_gateways_on_one_postgres_deliver_1000_documents_exactly_once(
     delivered = [log.count('"event": "delivered"') for log in logs]
     assert sum(delivered) == COUNT
     assert all(n > 0 for n in delivered), f"one instance did all the work: {delivered}"
+
+
+def _gateway(tmp_path: Path, name: str, url: str, shared: Path, lease: float) -> Gateway:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    port = free_port()
+    return Gateway(workdir, _config(url, shared, port, lease), port)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_stalled_instance_that_lost_its_lease_cannot_overwrite_the_new_owner(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    url = postgres.create_database("stalled_instance")
+    shared = tmp_path / "shared-state"
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    api = PackageApi(delay=2.0)
+    api.start()
+    stalled = _gateway(tmp_path, "stalled", url, shared, lease=1.0)
+    rescuer = _gateway(tmp_path, "rescuer", url, shared, lease=1.0)
+    try:
+        _queue_documents(url, shared, api, secret, count=1)
+        stalled.start()
+        _wait(lambda: len(api.attempts) == 1, "the first instance's request")
+        assert stalled.proc is not None
+        stalled.proc.send_signal(signal.SIGSTOP)  # a VM pause, a swap storm: past its lease
+        api.delay = 0.0
+        rescuer.start()
+        _wait(lambda: '"event": "delivered"' in rescuer.log.read_text(), "the rescuer")
+        stalled.proc.send_signal(signal.SIGCONT)
+        _wait(lambda: "attempt_superseded" in stalled.log.read_text(), "the stale outcome")
+    finally:
+        if stalled.proc is not None:
+            stalled.proc.send_signal(signal.SIGCONT)
+        stalled.stop()
+        rescuer.stop()
+        api.stop()
+
+    (key,) = api.resources
+    assert api.attempts == [key, key], "both attempts must carry the same Idempotency-Key"
+    store = open_store(url, shared / "blobs")
+    try:
+        with store.session() as session:
+            (delivery,) = session.scalars(select(Delivery)).all()
+            assert delivery.state is DeliveryState.SENT
+            events = {e.kind: e.detail for e in session.scalars(select(Event).order_by(Event.id))}
+            attempts = session.scalars(
+                select(Event.detail).where(Event.kind == "delivery_attempt")
+            ).all()
+    finally:
+        store.engine.dispose()
+    assert len(attempts) == 1
+    assert attempts[0]["attempt"] == delivery.attempt_id
+    assert attempts[0]["uncertain"] == "yes"
+    superseded = events["attempt_superseded"]
+    assert superseded["outcome"] == "sent"
+    assert superseded["attempt"] != delivery.attempt_id
+    assert events["delivery_uncertain"]["previous_attempt"] == superseded["attempt"]
