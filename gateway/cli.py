@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from gateway.store.models import (
     Event,
     Integration,
     Message,
+    utcnow,
 )
 
 EX_REFUSED = 1
@@ -161,9 +162,13 @@ def _integration_commands(sub: Any) -> None:
         "--option", action="append", default=[], metavar="KEY=VALUE", help="kind option (repeat)"
     )
     add.set_defaults(func=cmd_integration_add)
-    lst = group.add_parser("list", help="list integrations")
+    lst = group.add_parser("list", help="list integrations with their last test and queue")
     json_flag(lst)
     lst.set_defaults(func=cmd_integration_list)
+    test = group.add_parser("test", help="check an integration's connection for real")
+    test.add_argument("name")
+    json_flag(test)
+    test.set_defaults(func=cmd_integration_test)
 
 
 def _doc_commands(sub: Any) -> None:
@@ -384,10 +389,51 @@ def cmd_integration_add(args: argparse.Namespace) -> int:
 def cmd_integration_list(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
         rows = session.scalars(select(Integration).order_by(Integration.name))
-        emit((office.integration_view(r) for r in rows), args.json, _integration_line)
+        views = (office.integration_view(r) | _integration_state(session, r) for r in rows)
+        emit(views, args.json, _integration_line)
         return 0
 
     return with_session(args, work)
+
+
+def _integration_state(session: Session, row: Integration) -> dict[str, Any]:
+    """The last connection test and how many deliveries wait or failed, per integration."""
+    counts = session.execute(
+        select(Delivery.state, func.count())
+        .where(Delivery.integration_id == row.id)
+        .group_by(Delivery.state)
+    ).all()
+    return {
+        "last_test": {
+            "at": row.last_test_at.isoformat() if row.last_test_at else None,
+            "ok": row.last_test_ok,
+            "report": row.last_test_report,
+        },
+        "deliveries": {state.value: n for state, n in counts},
+    }
+
+
+def cmd_integration_test(args: argparse.Namespace) -> int:
+    from gateway.outbound import probe
+
+    store = checked_store(load_settings(args))
+    with store.session() as session:
+        row = session.scalars(select(Integration).where(Integration.name == args.name)).first()
+        if row is None:
+            raise Refused(f"no integration named {args.name!r} (see `gateway integration list`)")
+        kind, options = row.kind, dict(row.options)
+    steps = asyncio.run(probe.run(kind, args.name, options))
+    failed = [s for s in steps if not s.ok]
+    with store.session.begin() as session:
+        row = session.scalars(select(Integration).where(Integration.name == args.name)).one()
+        row.last_test_at = utcnow()
+        row.last_test_ok = not failed
+        row.last_test_report = (
+            f"{failed[0].name}: {failed[0].detail}" if failed else f"{len(steps)} steps ok"
+        )
+    rows = [{"step": s.name, "ok": s.ok, "detail": s.detail} for s in steps]
+    emit(rows, args.json, _step_line)
+    return EX_REFUSED if failed else 0
 
 
 def doc_view(doc: Document) -> dict[str, Any]:
@@ -536,7 +582,18 @@ def _dossier_line(d: dict[str, Any]) -> str:
 
 
 def _integration_line(i: dict[str, Any]) -> str:
-    return f"{i['name']:<20} {i['kind']:<10}"
+    test = i.get("last_test") or {}
+    if test.get("at") is None:
+        tested = "never tested"
+    else:
+        verdict = "ok" if test["ok"] else f"FAILED ({test['report']})"
+        tested = f"tested {test['at'][:19].replace('T', ' ')}Z {verdict}"
+    queue_counts = " ".join(f"{k}={v}" for k, v in sorted(i.get("deliveries", {}).items()))
+    return f"{i['name']:<20} {i['kind']:<10} {tested}  {queue_counts}".rstrip()
+
+
+def _step_line(r: dict[str, Any]) -> str:
+    return f"{'ok' if r['ok'] else 'FAILED':<7} {r['step']:<11} {r['detail']}"
 
 
 def _doc_line(d: dict[str, Any]) -> str:

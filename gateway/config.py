@@ -179,7 +179,9 @@ class DeliverySettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    enabled: bool = True
+    # Off unless asked for: the endpoint is unauthenticated, and a fixed port would collide
+    # between instances on one host.
+    enabled: bool = False
     host: str = "127.0.0.1"
     port: int = field(default=9125, metadata=_port())
 

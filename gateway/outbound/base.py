@@ -21,6 +21,9 @@ class DeliveryError(Exception):
 class TransientError(DeliveryError):
     """Worth trying again later: the network, a full disk, a busy server."""
 
+    # Seconds the receiver asked us to wait (HTTP Retry-After); None lets the backoff decide.
+    retry_after: float | None = None
+
 
 class UncertainError(TransientError):
     """The connection broke after the document may have been accepted (RFC 1047's gap).

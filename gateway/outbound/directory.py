@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.outbound.base import Outgoing, PermanentError, TransientError
 from gateway.outbound.kinds import DirectoryOptions
-from gateway.outbound.naming import check_upload_path, render
+from gateway.outbound.naming import render, target_folder
 from gateway.store.blobs import fsync_dir, write_synced
 
 
@@ -29,11 +29,7 @@ class DirectoryAdapter:
         return None
 
     def target_dir(self, item: Outgoing) -> Path:
-        upload = str(item.overrides.get("upload_path") or self.options.upload_path)
-        problem = check_upload_path(upload)
-        if problem:
-            raise PermanentError("bad-upload-path", f"upload path {upload!r} {problem}")
-        return self.options.path / upload
+        return self.options.path / target_folder(self.options, item)
 
     def _deliver(self, item: Outgoing) -> str:
         folder = self.target_dir(item)

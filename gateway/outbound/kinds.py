@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config import ConfigError, read_table
 from gateway.outbound.base import Adapter
@@ -33,6 +35,16 @@ def _concurrency() -> Any:
     )
 
 
+def _subpath() -> Any:
+    return field(
+        default="",
+        metadata={
+            "check": lambda v: check_upload_path(v) is None,
+            "expected": "a relative path without '..'",
+        },
+    )
+
+
 def _upload_path() -> Any:
     return field(
         default=DEFAULT_UPLOAD_PATH,
@@ -47,6 +59,10 @@ def _upload_path() -> Any:
 class DirectoryOptions:
     path: Path
     upload_path: str = _upload_path()
+    purchase_subpath: str = _subpath()
+    sales_subpath: str = _subpath()
+    bank_subpath: str = _subpath()
+    other_subpath: str = _subpath()
     filename_template: str = _template()
     concurrency: int = _concurrency()
 
@@ -63,6 +79,11 @@ class SftpOptions:
     password_credential: str | None = None
     key_file: Path | None = None
     upload_path: str = _upload_path()
+    # Per type, below upload_path: e.g. purchase_subpath = "Purchase" → Invoice_import/Purchase/.
+    purchase_subpath: str = _subpath()
+    sales_subpath: str = _subpath()
+    bank_subpath: str = _subpath()
+    other_subpath: str = _subpath()
     filename_template: str = _template()
     connect_timeout: float = 15.0
     # Deliveries at once from one gateway process, each on its own pooled connection.
@@ -93,16 +114,37 @@ class MailboxOptions:
     to_bank: str = ""
     to_other: str = ""
     subject: str = "[type] [number] [original]"
+    # Also attach the PDF embedded in a UBL document, for packages that file the PDF.
+    attach_pdf: bool = False
     # RFC 5321 allows a relay 10 minutes to answer the final dot; less manufactures duplicates.
     timeout: float = 600.0
     concurrency: int = _concurrency()
 
 
-Options = DirectoryOptions | SftpOptions | MailboxOptions
+@dataclass(frozen=True)
+class HttpOptions:
+    url: str = field(
+        metadata={
+            "check": lambda v: v.startswith(("https://", "http://")),
+            "expected": "an http:// or https:// URL",
+        }
+    )
+    # The HMAC-SHA256 signing key; required, from a file or a systemd credential.
+    secret_file: Path | None = None
+    secret_credential: str | None = None
+    # An optional bearer token for the Authorization header.
+    token_file: Path | None = None
+    token_credential: str | None = None
+    timeout: float = 60.0
+    concurrency: int = _concurrency()
+
+
+Options = DirectoryOptions | SftpOptions | MailboxOptions | HttpOptions
 OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
     "mailbox": MailboxOptions,
+    "http": HttpOptions,
 }
 
 
@@ -116,7 +158,20 @@ def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) 
         _check_sftp(parsed, source, prefix)
     if isinstance(parsed, MailboxOptions):
         _check_mailbox(parsed, source, prefix)
+    if isinstance(parsed, HttpOptions):
+        _check_http(parsed, source, prefix)
     return parsed
+
+
+def _check_http(opts: HttpOptions, source: str, prefix: str) -> None:
+    if opts.secret_file is None and opts.secret_credential is None:
+        raise ConfigError(
+            source, f"{prefix}secret_file", "set secret_file or secret_credential (HMAC key)"
+        )
+    if opts.url.startswith("http://") and not _is_loopback(urlsplit(opts.url).hostname or ""):
+        raise ConfigError(
+            source, f"{prefix}url", "plain http:// only to this machine; use https://"
+        )
 
 
 def _check_mailbox(opts: MailboxOptions, source: str, prefix: str) -> None:
@@ -155,6 +210,15 @@ def concurrency(options: dict[str, Any]) -> int:
     return value if isinstance(value, int) and value > 0 else DEFAULT_CONCURRENCY
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
     opts = parse_options(kind, options, f"integration {name!r}", "")
     if isinstance(opts, DirectoryOptions):
@@ -165,6 +229,10 @@ def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
         from gateway.outbound.mailbox import MailboxAdapter
 
         return MailboxAdapter(name, opts)
+    if isinstance(opts, HttpOptions):
+        from gateway.outbound.api import HttpAdapter
+
+        return HttpAdapter(name, opts)
     from gateway.outbound.sftp import SftpAdapter
 
     return SftpAdapter(name, opts)

@@ -12,17 +12,9 @@ from email_validator import EmailNotValidError, validate_email
 
 from gateway.outbound.base import Outgoing, PermanentError
 from gateway.outbound.kinds import MailboxOptions
-from gateway.outbound.naming import unknown_placeholder
+from gateway.outbound.naming import category, unknown_placeholder
 
 ADDRESS_FIELDS = {"accounting_file_id", "vat"}
-CATEGORY = {
-    "purchase_invoice": "purchase",
-    "purchase_credit_note": "purchase",
-    "sales_invoice": "sales",
-    "sales_credit_note": "sales",
-    "bank_statement": "bank",
-    "other": "other",
-}
 _PLACEHOLDER = re.compile(r"\[([a-z_]+)\]")
 
 
@@ -41,8 +33,8 @@ def address_template_problem(template: str) -> str | None:
 
 def destination(options: MailboxOptions, item: Outgoing) -> str:
     """The address for `item`, or a PermanentError saying what to configure."""
-    category = CATEGORY.get(item.doc_type, "other")
-    key = f"to_{category}"
+    kind = category(item.doc_type)
+    key = f"to_{kind}"
     template = (
         str(item.overrides.get(key) or "")
         or getattr(options, key)
@@ -50,9 +42,7 @@ def destination(options: MailboxOptions, item: Outgoing) -> str:
         or options.to
     )
     if not template:
-        raise PermanentError(
-            "no-destination", f"no address for {category} documents: set {key} or to"
-        )
+        raise PermanentError("no-destination", f"no address for {kind} documents: set {key} or to")
     values = {"accounting_file_id": item.accounting_file_id, "vat": item.vat}
 
     def fill(match: re.Match[str]) -> str:

@@ -1,6 +1,7 @@
 """Delivery by mail to the package's import mailbox, through the office's relay (aiosmtplib).
 
-One document per mail, the original file attached, to the address configured for its type.
+One document per mail, the original file attached (and, with `attach_pdf`, the PDF a UBL file
+carries inside beside it), to the address configured for its type.
 The Message-ID is derived from the delivery, so every attempt of one delivery carries the same
 one and the package (or a person) can recognise a resend. Headers are built by the email
 package's SMTP policy, and values that come from a document lose their control characters
@@ -13,6 +14,7 @@ is logged as a possible duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -33,6 +35,8 @@ from gateway.outbound.kinds import MailboxOptions
 from gateway.outbound.mailaddress import destination
 from gateway.outbound.naming import render_text
 from gateway.outbound.secrets import read_secret
+from gateway.rules.ubl import embedded_pdf
+from gateway.rules.xmlsafe import NotXml, looks_like_xml, parse_xml
 
 log = structlog.get_logger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -44,7 +48,10 @@ def message_id(item: Outgoing, from_address: str) -> str:
     return f"<gateway.{item.delivery_id}.{item.sha256[:16]}@{domain}>"
 
 
-def build(item: Outgoing, options: MailboxOptions, to: str) -> EmailMessage:
+def build(
+    item: Outgoing, options: MailboxOptions, to: str, beside: tuple[str, bytes] | None = None
+) -> EmailMessage:
+    """The mail for `item`; `beside` is an extra (name, PDF) attached after the original."""
     msg = EmailMessage(policy=SMTP)
     msg["From"] = options.from_address
     msg["To"] = to
@@ -57,7 +64,20 @@ def build(item: Outgoing, options: MailboxOptions, to: str) -> EmailMessage:
     if not subtype:
         maintype, subtype = "application", "octet-stream"
     msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=_name(item))
+    if beside is not None:
+        name, pdf = beside
+        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=name)
     return msg
+
+
+def embedded_pdf_of(item: Outgoing) -> tuple[str, bytes] | None:
+    """The PDF a UBL document carries inside, for packages that want it as a file beside."""
+    if not looks_like_xml(item.data):
+        return None
+    try:
+        return embedded_pdf(parse_xml(item.data))
+    except NotXml:
+        return None
 
 
 def _name(item: Outgoing) -> str:
@@ -76,7 +96,8 @@ class MailboxAdapter:
     async def deliver(self, item: Outgoing) -> str:
         opts = self.options
         to = destination(opts, item)
-        msg = build(item, opts, to)
+        beside = await asyncio.to_thread(embedded_pdf_of, item) if opts.attach_pdf else None
+        msg = build(item, opts, to, beside)
         if item.uncertain:
             log.warning(
                 "possible_duplicate",

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Any
 
 from gateway.filenames import safe_filename
-from gateway.outbound.base import Outgoing
+from gateway.outbound.base import Outgoing, PermanentError
 
 DEFAULT_TEMPLATE = "[id]-[original]"
 DEFAULT_UPLOAD_PATH = "Invoice_import/"
@@ -58,6 +59,37 @@ def render(template: str, item: Outgoing) -> str:
     replaced, so no value can add a directory level."""
     name = _PLACEHOLDER.sub(lambda m: re.sub(r"[/\\]", "_", _FIELDS[m.group(1)](item)), template)
     return safe_filename(name, fallback=f"document-{item.document_id}")
+
+
+CATEGORY = {
+    "purchase_invoice": "purchase",
+    "purchase_credit_note": "purchase",
+    "sales_invoice": "sales",
+    "sales_credit_note": "sales",
+    "bank_statement": "bank",
+    "other": "other",
+}
+
+
+def category(doc_type: str) -> str:
+    """purchase, sales, bank or other: how packages sort their imports."""
+    return CATEGORY.get(doc_type, "other")
+
+
+def target_folder(options: Any, item: Outgoing) -> str:
+    """The relative folder for `item`: the upload path, then its type's sub-path if any.
+
+    The dossier's overrides (`upload_path`, `<category>_subpath`) win over the integration's.
+    Neither part may be absolute or climb with '..', so no setting leaves the drop.
+    """
+    key = f"{category(item.doc_type)}_subpath"
+    upload = str(item.overrides.get("upload_path") or options.upload_path)
+    sub = str(item.overrides.get(key) or getattr(options, key))
+    for what, value in (("upload path", upload), (key, sub)):
+        problem = check_upload_path(value)
+        if problem:
+            raise PermanentError("bad-upload-path", f"{what} {value!r} {problem}")
+    return str(PurePosixPath(upload) / sub) if sub else (upload.rstrip("/") or ".")
 
 
 def check_upload_path(path: str) -> str | None:

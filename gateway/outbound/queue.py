@@ -28,6 +28,7 @@ from gateway.outbound.base import (
     DeliveryError,
     PermanentError,
     RejectedError,
+    TransientError,
     UncertainError,
 )
 from gateway.store.models import (
@@ -264,7 +265,10 @@ def fail(session: Session, claim: Claim, error: DeliveryError, settings: Deliver
     delivery.attempts += 1
     delivery.last_error_code, delivery.last_error_text = error.code, error.text
     delivery.updated_at = now
-    retry_at = now + timedelta(seconds=backoff(delivery.attempts, settings))
+    wait = backoff(delivery.attempts, settings)
+    if isinstance(error, TransientError) and error.retry_after is not None:
+        wait = max(wait, min(error.retry_after, settings.retry_max))
+    retry_at = now + timedelta(seconds=wait)
     reason = f"{error.code}: {error.text}"
     if isinstance(error, RejectedError):
         delivery.state = DeliveryState.REJECTED

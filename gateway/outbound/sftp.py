@@ -19,7 +19,7 @@ import structlog
 
 from gateway.outbound.base import DeliveryError, Outgoing, PermanentError, TransientError
 from gateway.outbound.kinds import SftpOptions
-from gateway.outbound.naming import check_upload_path, render
+from gateway.outbound.naming import render, target_folder
 from gateway.outbound.secrets import read_secret
 
 log = structlog.get_logger(__name__)
@@ -54,14 +54,10 @@ class SftpAdapter:
         self._slots = asyncio.Semaphore(options.concurrency)
 
     async def deliver(self, item: Outgoing) -> str:
-        upload = str(item.overrides.get("upload_path") or self.options.upload_path)
-        problem = check_upload_path(upload)
-        if problem:
-            raise PermanentError("bad-upload-path", f"upload path {upload!r} {problem}")
-        folder = upload.rstrip("/") or "."
+        folder = target_folder(self.options, item)
         name = render(self.options.filename_template, item)
         async with self._slots:
-            link = self._idle.pop() if self._idle else await self._connect()
+            link = self._idle.pop() if self._idle else await self.open_link()
             try:
                 ref = await _upload(link.sftp, folder, name, item)
             except asyncssh.SFTPError as exc:
@@ -87,7 +83,8 @@ class SftpAdapter:
     def _where(self) -> str:
         return f"{self.options.host}:{self.options.port}"
 
-    async def _connect(self) -> _Link:
+    async def open_link(self) -> _Link:
+        """A new logged-in SFTP session (the pool calls this; so does `integration test`)."""
         opts = self.options
         pinned = asyncssh.import_public_key(opts.host_key.strip())
         password = read_secret(opts.password_file, opts.password_credential, "password")

@@ -91,6 +91,10 @@ class Integration(Base):
     kind: Mapped[str] = mapped_column(String(20))
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The last `gateway integration test`: when, whether every step passed, the failed step.
+    last_test_at: Mapped[datetime | None] = mapped_column()
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_test_report: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Dossier(Base):

@@ -74,6 +74,17 @@ class Postfix:
             return []
         return [p.read_bytes() for p in sorted(new.iterdir(), key=lambda p: p.stat().st_mtime)]
 
+    def wait_for(self, counts: dict[str, int], timeout: float = 20.0) -> None:
+        """Until each mailbox holds its count; on timeout, the mail log says why not."""
+        deadline = time.monotonic() + timeout
+        while any(len(self.messages(box)) != n for box, n in counts.items()):
+            if time.monotonic() > deadline:
+                have = {box: len(self.messages(box)) for box in counts}
+                raise AssertionError(
+                    f"mailboxes hold {have}, expected {counts}\n{log_tail(self.log, 40)}"
+                )
+            time.sleep(0.05)
+
     def configure(self) -> None:
         nobody = pwd.getpwnam("nobody")
         self.maildirs.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 from integration.delivery_harness import Harness, invoice
-from integration.mailservers import Postfix, SmtpSink, wait_until
+from integration.mailservers import Postfix, SmtpSink
 from sqlalchemy import update
 
 from gateway.store.models import DeliveryState, DocType, Dossier
@@ -72,7 +72,7 @@ def test_each_type_reaches_its_mailbox_with_its_file_and_a_stable_message_id(
         docs, DeliveryState.SENT
     )
     boxes = {"p": "purchase", "s": "sales", "b": "inbox-f42", "o": "default"}
-    wait_until(lambda: all(len(postfix.messages(box)) == 1 for box in boxes.values()))
+    postfix.wait_for(dict.fromkeys(boxes.values(), 1))
     for kind, box in boxes.items():
         (raw,) = postfix.messages(box)
         msg = _parse(raw)
@@ -100,7 +100,7 @@ def test_document_values_cannot_inject_headers(tmp_path: Path, postfix: Postfix)
     )
     h.run_until(lambda: h.settled(doc))
     assert h.delivery(doc).state is DeliveryState.SENT
-    wait_until(lambda: len(postfix.messages("purchase")) == before + 1)
+    postfix.wait_for({"purchase": before + 1})
     msg = _parse(postfix.messages("purchase")[-1])
     assert msg["Subject"] == "Invoice INV-1 Bcc: postmaster@books.test X-Evil: yes"
     assert msg["Bcc"] is None
@@ -196,3 +196,22 @@ def test_hang_up_after_the_final_dot_is_uncertain_and_resent_with_the_same_messa
     assert [e["message_id"] for e in warned] == [_parse(copies[0])["Message-ID"]]
     last = h.events(doc, "delivery_attempt")[-1]
     assert (last["outcome"], last["uncertain"]) == ("sent", "yes")
+
+
+def test_the_pdf_inside_a_ubl_invoice_goes_beside_it_when_asked(
+    tmp_path: Path, postfix: Postfix, corpus: Path
+) -> None:
+    ubl = (corpus / "efff" / "UBLBE_BE0000000196_V01-15000023.xml").read_bytes()
+    h = Harness(tmp_path)
+    _mailbox(h, postfix.host, postfix.port, to="bank@books.test", attach_pdf=True)
+    before = len(postfix.messages("bank"))
+    doc = h.document("books", ubl, "15000023.xml", DocType.PURCHASE_INVOICE)
+    h.run_until(lambda: h.settled(doc))
+    assert h.delivery(doc).state is DeliveryState.SENT
+    postfix.wait_for({"bank": before + 1})
+    parts = list(_parse(postfix.messages("bank")[-1]).iter_attachments())
+    assert [p.get_filename() for p in parts] == ["15000023.xml", "15000023.pdf"]
+    assert parts[0].get_payload(decode=True) == ubl
+    pdf = parts[1].get_payload(decode=True)
+    assert isinstance(pdf, bytes) and pdf.startswith(b"%PDF-")
+    assert len(pdf) == 183694

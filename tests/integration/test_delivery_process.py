@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import email
 import json
 import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from email.policy import default
 from pathlib import Path
 
 from integration.delivery_harness import invoice
-from integration.gateway_proc import mail, start_gateway
+from integration.gateway_proc import Gateway, mail, start_gateway
+from integration.mailservers import Postfix
+from integration.package_api import SECRET, PackageApi
 from integration.servers import Sshd
 
 
@@ -134,3 +141,102 @@ upload_path = "Kill_import/"
         (doc,) = [d for d in docs if d["filename"] == name]
         assert (drop / f"{doc['id']}-{name}").read_bytes() == data
     assert cut_off <= _uncertain(db)
+
+
+def _kill_mid_delivery(tmp_path: Path, integration: str, landed: Callable[[], int]) -> Gateway:
+    """Queue COUNT documents, kill -9 the gateway with deliveries in flight, restart it and
+    wait until every document is sent. Returns the (stopped) gateway."""
+    gateway = start_gateway(tmp_path, integration + _dossier("package"), lease=2.0)
+    files = [(f"k{i}.xml", invoice(f"KILL-{i}"), "application/xml") for i in range(KILL_COUNT)]
+    gateway.send(mail("demo@gateway.localhost", *files))
+    gateway.wait_for(lambda: len(gateway.docs()) == KILL_COUNT, timeout=30)
+    gateway.cli("doc", "send", "--all", "--dossier", "demo")
+    db = tmp_path / "var" / "gateway.db"
+    gateway.wait_for(lambda: landed() >= 5 and bool(_sending(db)), timeout=30)
+    gateway.kill()
+    assert landed() < KILL_COUNT, "everything was delivered before the kill: nothing was tested"
+    assert _sending(db), "no delivery was in flight at the kill"
+    gateway.start()
+    try:
+        gateway.wait_for(lambda: all(d["status"] == "sent" for d in gateway.docs()), timeout=90)
+    finally:
+        gateway.stop()
+    return gateway
+
+
+KILL_COUNT = 80
+
+
+def test_kill_9_during_http_deliveries_makes_one_resource_per_document(tmp_path: Path) -> None:
+    api = PackageApi()
+    api.start()
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    integration = f"""
+[[integrations]]
+name = "package"
+kind = "http"
+url = "{api.url}"
+secret_file = "{secret}"
+"""
+    try:
+        _kill_mid_delivery(tmp_path, integration, lambda: len(api.resources))
+    finally:
+        api.stop()
+    assert len(api.resources) == KILL_COUNT
+    numbers = sorted(r.metadata["filename"] for r in api.resources.values())
+    assert numbers == sorted(f"k{i}.xml" for i in range(KILL_COUNT))
+    repeated = {k for k, n in Counter(api.attempts).items() if n > 1}
+    db = tmp_path / "var" / "gateway.db"
+    with sqlite3.connect(db) as conn:
+        keys_of_uncertain = {
+            f"delivery-{d}-"
+            for (d,) in conn.execute(
+                "SELECT delivery_id FROM events WHERE kind = 'delivery_uncertain'"
+            )
+        }
+    assert all(any(k.startswith(p) for p in keys_of_uncertain) for k in repeated)
+
+
+def test_kill_9_during_mail_deliveries_resends_only_uncertain_ones_with_their_message_id(
+    tmp_path: Path, postfix: Postfix
+) -> None:
+    before = len(postfix.messages("sales"))
+    integration = f"""
+[[integrations]]
+name = "package"
+kind = "mailbox"
+host = "{postfix.host}"
+port = {postfix.port}
+tls = "none"
+from_address = "gateway@office.test"
+to = "sales@books.test"
+"""
+
+    def landed() -> int:
+        return len(postfix.messages("sales")) - before
+
+    gateway = _kill_mid_delivery(tmp_path, integration, landed)
+    docs = gateway.docs()
+    db = tmp_path / "var" / "gateway.db"
+    uncertain_docs = _uncertain(db)
+
+    def copies() -> Counter[str]:
+        found = Counter()
+        for raw in postfix.messages("sales")[before:]:
+            msg = email.message_from_bytes(raw, policy=default)
+            found[str(msg["X-Gateway-Document"])] += 1
+        return found
+
+    deadline = time.monotonic() + 30
+    while set(copies()) != {str(d["id"]) for d in docs}:
+        assert time.monotonic() < deadline, "a sent document never reached the mailbox"
+        time.sleep(0.1)
+    twice = {int(doc) for doc, n in copies().items() if n > 1}
+    assert twice <= uncertain_docs, "a document was mailed twice without being uncertain"
+    assert max(copies().values()) <= 2
+    ids: dict[str, set[str]] = {}
+    for raw in postfix.messages("sales")[before:]:
+        msg = email.message_from_bytes(raw, policy=default)
+        ids.setdefault(str(msg["X-Gateway-Document"]), set()).add(str(msg["Message-ID"]))
+    assert all(len(v) == 1 for v in ids.values()), "a resend changed its Message-ID"

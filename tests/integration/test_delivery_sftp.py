@@ -17,7 +17,7 @@ import pytest
 from integration.delivery_harness import Harness, invoice
 from integration.servers import Sshd
 
-from gateway.store.models import DeliveryState
+from gateway.store.models import DeliveryState, DocType
 
 
 def _sftp(h: Harness, sshd: Sshd, name: str, **extra: object) -> None:
@@ -147,3 +147,18 @@ def test_full_disk_is_deferred_leaves_no_partial_file_and_delivers_once_freed(
     _root_tool("mount", "-o", "remount,size=1m", str(tiny_disk))
     h.run_until(lambda: h.delivery(doc).state is DeliveryState.SENT)
     assert [p.read_bytes() for p in tiny_disk.iterdir()] == [big]
+
+
+def test_each_type_lands_in_its_sub_path_below_the_upload_path(tmp_path: Path, sshd: Sshd) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "typed", upload_path="Typed_import/", purchase_subpath="Purchase",
+          sales_subpath="Sales/2026")  # fmt: skip
+    bought = h.document("typed", invoice("TYPE-P"), "p.xml", DocType.PURCHASE_INVOICE)
+    sold = h.document("typed", invoice("TYPE-S"), "s.xml", DocType.SALES_CREDIT_NOTE)
+    bank = h.document("typed", invoice("TYPE-B"), "b.xml", DocType.BANK_STATEMENT)
+    h.run_until(lambda: h.settled(bought, sold, bank))
+    root = sshd.root / "Typed_import"
+    assert (root / "Purchase" / f"{bought}-p.xml").read_bytes() == invoice("TYPE-P")
+    assert (root / "Sales" / "2026" / f"{sold}-s.xml").read_bytes() == invoice("TYPE-S")
+    assert (root / f"{bank}-b.xml").read_bytes() == invoice("TYPE-B")
+    assert h.delivery(sold).remote_ref == f"Typed_import/Sales/2026/{sold}-s.xml"

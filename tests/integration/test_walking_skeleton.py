@@ -57,6 +57,8 @@ def _example_config(port: int) -> str:
     text = (REPO / "config" / "gateway.example.toml").read_text()
     changed, count = re.subn(r"(?m)^port = 2525$", f"port = {port}", text)
     assert count == 1
+    changed, count = re.subn(r"(?m)^port = 9125$", f"port = {free_port()}", changed)
+    assert count == 1
     return changed
 
 
