@@ -72,6 +72,25 @@ def test_unknown_address_is_refused_at_rcpt_and_nothing_is_stored(door: SmtpDoor
     assert door.messages() == []
 
 
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "victim@gmail.com",
+        '"acme@docs.office.example"@evil.example',
+        "acme%evil.example@docs.office.example",
+        "acme@docs.office.example.evil.example",
+        "acme@evil.example",
+        "+purchase@docs.office.example",
+    ],
+)
+def test_never_a_relay(door: SmtpDoor, rcpt: str) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        code, _ = _reply(client, f"RCPT TO:<{rcpt}>")
+        assert code in (550, 553)
+    assert door.messages() == []
+
+
 def test_address_harvesting_is_cut_off(door: SmtpDoor) -> None:
     with _client(door) as client:
         client.mail(GOOD)
