@@ -155,6 +155,8 @@ class Poller:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+            # A store still running in a worker thread would outlive the test otherwise.
+            await asyncio.get_running_loop().shutdown_default_executor()
 
         asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
