@@ -111,6 +111,7 @@ service imap-login {{
 
 
 def start_dovecot(tmpdir: Path) -> Dovecot:
+    """Needs root, as in RECIPES.md: the mailbox belongs to `nobody` (Dovecot refuses uid 0)."""
     if not Path(DOVECOT).exists():
         raise ServerUnavailable(DOVECOT, "dovecot-imapd")
     nobody = pwd.getpwnam("nobody")

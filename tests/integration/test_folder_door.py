@@ -71,6 +71,8 @@ class Door:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+            # A store still running in a worker thread would outlive the test otherwise.
+            await asyncio.get_running_loop().shutdown_default_executor()
 
         asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -204,7 +206,8 @@ def test_the_same_file_twice_is_stored_once(root: Path, make_door: Callable[...,
     (root / "acme" / "a.pdf").write_bytes(PDF)
     wait_for(lambda: len(door.messages()) == 1)
     (root / "acme" / "a.pdf").write_bytes(PDF)
-    wait_for(lambda: not (root / "acme" / "a.pdf").exists(), why="second copy taken")
+    wait_for(lambda: not (root / "acme" / "a.pdf").exists(), why="second copy claimed")
+    wait_for(lambda: _spool_files(root) == [], why="second copy stored and cleaned up")
     assert len(door.messages()) == 1
 
 

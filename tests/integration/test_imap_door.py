@@ -155,6 +155,8 @@ class Poller:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+            # A store still running in a worker thread would outlive the test otherwise.
+            await asyncio.get_running_loop().shutdown_default_executor()
 
         asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -368,3 +370,18 @@ def test_too_big_is_left_on_the_server_and_a_tiny_budget_still_progresses(
     time.sleep(1.0)
     assert sorted(m.subject for m in poller.messages()) == ["small-1", "small-2"]
     assert account.count("INBOX") == 1
+
+
+def test_wrong_password_backs_off_and_a_corrected_file_is_picked_up(
+    account: Account, dovecot: Dovecot, tmp_path: Path, poller_factory: Callable[..., Poller]
+) -> None:
+    account.append(raw_mail("after-fix"))
+    limits = settings(dovecot, tmp_path)
+    Path(limits.password_file).write_text("wrong\n")
+    poller = poller_factory(limits)
+    time.sleep(2.0)
+    assert not poller.poller.synced
+    assert poller.messages() == []
+    Path(limits.password_file).write_text(dovecot.password + "\n")  # rotated, no restart
+    wait_for(lambda: account.count("Processed") == 1, timeout=15, why="login with the new file")
+    assert [m.subject for m in poller.messages()] == ["after-fix"]

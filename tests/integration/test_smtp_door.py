@@ -72,6 +72,25 @@ def test_unknown_address_is_refused_at_rcpt_and_nothing_is_stored(door: SmtpDoor
     assert door.messages() == []
 
 
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "victim@gmail.com",
+        '"acme@docs.office.example"@evil.example',
+        "acme%evil.example@docs.office.example",
+        "acme@docs.office.example.evil.example",
+        "acme@evil.example",
+        "+purchase@docs.office.example",
+    ],
+)
+def test_never_a_relay(door: SmtpDoor, rcpt: str) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        code, _ = _reply(client, f"RCPT TO:<{rcpt}>")
+        assert code in (550, 553)
+    assert door.messages() == []
+
+
 def test_address_harvesting_is_cut_off(door: SmtpDoor) -> None:
     with _client(door) as client:
         client.mail(GOOD)
@@ -399,5 +418,63 @@ def test_auth_only_after_tls_and_it_stands_in_for_alignment(
                 assert code == 535
             code, text = _reply(client, "AUTH PLAIN AGFsaWNlAHdyb25n")
             assert code == 421
+    finally:
+        door.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs where the door keeps its blobs (root and mount(8) needed)."""
+    import os
+    import subprocess
+
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(blobs)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs: {mounted.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield blobs
+    finally:
+        subprocess.run(["umount", "-l", str(blobs)], check=True)
+
+
+def test_full_disk_answers_452_and_recovers_without_restart(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    door = SmtpDoor(tmp_path, [dossier("open")], max_message_size=200_000)
+    filler = small_disk / "filler"
+    try:
+        filler.write_bytes(b"\0" * 700_000)
+        with _client(door) as client:
+            code, text = client.mail(GOOD)
+            assert (code, text.decode()) == (
+                452,
+                "4.3.1 Insufficient system storage, try again later",
+            )
+        filler.unlink()
+        raw = _mail() + (b"z" * 70 + b"\r\n") * 1000
+        with _client(door) as client:
+            client.mail(GOOD)
+            assert client.rcpt("open@docs.office.example")[0] == 250
+            filler.write_bytes(b"\0" * (1024 * 1024))  # fills what is left: ENOSPC
+            code, text = client.data(raw)
+            assert (code, text.decode()) == (
+                452,
+                "4.3.1 Insufficient system storage, try again later",
+            )
+        assert door.messages() == []
+        filler.unlink()
+        with _client(door) as client:
+            assert client.sendmail(GOOD, ["open@docs.office.example"], raw) == {}
+        assert len(door.messages()) == 1
+        assert [p for p in small_disk.rglob(".tmp-*")] == []  # no half-written blob left
     finally:
         door.stop()

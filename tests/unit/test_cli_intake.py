@@ -138,3 +138,21 @@ def test_quarantine_list_release_and_drop(cfg: str, capsys: pytest.CaptureFixtur
 class _Wake:
     def set(self) -> None:
         pass
+
+
+def test_a_mail_without_documents_is_recorded_as_such(
+    cfg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _store(cfg)
+    raw = b"From: x@y.example\r\nMessage-ID: <body-only@y.example>\r\nSubject: hi\r\n\r\nhello\r\n"
+    taken = accept_message(store, raw, Envelope("smtp", "x@y.example", [], [Route("acme")]))
+    runner = PipelineRunner(store, DeliverySettings(), on_queued=_Wake())
+    assert runner.process_batch() == 1
+    _out(capsys)
+    assert cli.main(["-c", cfg, "message", "show", str(taken.message_id), "--json"]) == 0
+    shown = json.loads(_out(capsys))
+    assert (shown["verdict"], shown["reason"], shown["documents"]) == (
+        "accepted",
+        "no documents in this message",
+        [],
+    )

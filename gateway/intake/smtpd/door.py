@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import secrets
 import ssl
 from collections.abc import Callable
@@ -39,6 +40,7 @@ TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try a
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 HARVESTING = "421 4.7.0 Too many unknown recipients, closing connection"
+NO_ROOM = "452 4.3.1 Insufficient system storage, try again later"
 # Replies after which the server hangs up, as RFC 5321 §3.8 expects of a 421.
 CLOSING = frozenset({HARVESTING})
 # aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
@@ -165,6 +167,24 @@ class Handler:
     intake: IntakeSettings
     authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
 
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: GatewaySession,
+        envelope: GatewayEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        """Refuse early, like Postfix's queue_minfree, when the spool could not take two
+        messages of the largest size: the client keeps the mail and tries again later."""
+        free = await asyncio.to_thread(self.store.blobs.free_bytes)
+        if free < 2 * self.smtp.max_message_size:
+            log.warning("smtp_low_disk", free=free, peer=_peer(session))
+            return NO_ROOM
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -218,6 +238,9 @@ class Handler:
                 routes=[t.route for t in envelope.targets],
             )
             accepted = await asyncio.to_thread(accept_message, self.store, raw, intake, auth=auth)
+        except OSError as exc:
+            log.exception("smtp_accept_failed", peer=_peer(session), size=len(raw))
+            return NO_ROOM if exc.errno in (errno.ENOSPC, errno.EDQUOT) else TEMPFAIL
         except Exception:
             log.exception("smtp_accept_failed", peer=_peer(session), size=len(raw))
             return TEMPFAIL
