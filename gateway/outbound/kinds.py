@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.booking.mapping import Mapping, parse_mapping
 from gateway.config import ConfigError, read_table
 from gateway.outbound.base import Adapter
 from gateway.outbound.naming import (
@@ -55,22 +57,45 @@ class SftpOptions:
     connect_timeout: float = 15.0
 
 
-OPTIONS: dict[str, type[DirectoryOptions] | type[SftpOptions]] = {
+@dataclass(frozen=True)
+class TrytonOptions:
+    """Tryton's JSON-RPC; `mapping` is its own table, checked by `parse_mapping`."""
+
+    url: str = field(
+        metadata={
+            "check": lambda v: v.startswith(("http://", "https://")),
+            "expected": "an http:// or https:// URL",
+        }
+    )
+    database: str
+    username: str
+    password_file: Path
+    timeout: float = field(
+        default=60.0, metadata={"check": lambda v: v > 0, "expected": "seconds > 0"}
+    )
+    mapping: Mapping = field(default_factory=Mapping)
+
+
+Options = DirectoryOptions | SftpOptions | TrytonOptions
+OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
+    "tryton": TrytonOptions,
 }
 
 
-def parse_options(
-    kind: str, options: dict[str, Any], source: str, prefix: str
-) -> DirectoryOptions | SftpOptions:
+def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) -> Options:
     """Typed options for `kind`; errors name `source` and the key under `prefix`."""
     if kind not in OPTIONS:
         known = ", ".join(sorted(OPTIONS))
         raise ConfigError(source, f"{prefix}kind", f"unknown kind {kind!r} (known: {known})")
-    parsed = read_table(OPTIONS[kind], options, source, prefix)
+    scalars = {k: v for k, v in options.items() if not (kind == "tryton" and k == "mapping")}
+    parsed = read_table(OPTIONS[kind], scalars, source, prefix)
     if isinstance(parsed, SftpOptions):
         _check_sftp(parsed, source, prefix)
+    if isinstance(parsed, TrytonOptions):
+        mapping = parse_mapping(options.get("mapping", {}), source, f"{prefix}mapping.")
+        parsed = dataclasses.replace(parsed, mapping=mapping)
     return parsed
 
 
@@ -86,6 +111,10 @@ def _check_sftp(opts: SftpOptions, source: str, prefix: str) -> None:
 
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
     opts = parse_options(kind, options, f"integration {name!r}", "")
+    if isinstance(opts, TrytonOptions):
+        from gateway.outbound.tryton import TrytonAdapter
+
+        return TrytonAdapter(name, opts)
     if isinstance(opts, DirectoryOptions):
         from gateway.outbound.directory import DirectoryAdapter
 

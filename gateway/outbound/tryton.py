@@ -1,0 +1,204 @@
+"""The `tryton` integration: invoices booked into Tryton over its JSON-RPC API.
+
+Two modes, chosen by the mapping (per integration, overridable per dossier): `e-document`
+hands a UBL purchase document to Tryton's own UBL import; `mapped` builds the invoice from the
+mapping (sales documents always go this way: Tryton imports supplier invoices only).
+Both look for an invoice this document already became before booking, so a second delivery or
+a restart after the package committed books nothing twice. After booking, the invoice is read
+back and must match the document; anything that goes wrong after the draft was created deletes
+the draft, so `rejected` and `failed` always mean "not in the package".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from gateway.booking.invoice import InvoiceInput, UnreadableInvoice
+from gateway.booking.mapping import (
+    AMOUNT_VALIDATION,
+    BookingRefused,
+    Mapping,
+    admit,
+    merged,
+    parse_mapping,
+    plan_invoice,
+)
+from gateway.booking.ubl_invoice import invoice_from_ubl
+from gateway.config import ConfigError
+from gateway.outbound.base import (
+    DeliveryError,
+    Outgoing,
+    PermanentError,
+    RejectedError,
+)
+from gateway.outbound.kinds import TrytonOptions
+from gateway.outbound.tryton_book import book_mapped, read_totals
+from gateway.outbound.tryton_chart import MARKER, attach, find_booked, match_party
+from gateway.outbound.tryton_errors import rejection
+from gateway.outbound.tryton_rpc import LoginRefused, TrytonRpc, TrytonUserError
+from gateway.rules.ubl import embedded_pdf
+from gateway.rules.xmlsafe import NotXml, parse_xml
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Document:
+    """What one delivery books: the invoice, its side, and the files to attach."""
+
+    invoice: InvoiceInput
+    doc_type: str
+    files: list[tuple[str, bytes]]
+    has_pdf: bool
+
+    @property
+    def invoice_type(self) -> str:
+        return "in" if self.doc_type.startswith("purchase") else "out"
+
+
+class TrytonAdapter:
+    def __init__(self, name: str, options: TrytonOptions) -> None:
+        self.name = name
+        self.options = options
+        self._rpc: TrytonRpc | None = None
+        self._password = ""
+        # Set when Tryton refused our password; cleared only when the password file changes.
+        self.broken = ""
+
+    async def close(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
+
+    async def deliver(self, item: Outgoing) -> str:
+        try:
+            rpc = await self._client()
+            return await self._deliver(rpc, item)
+        except LoginRefused as exc:
+            self.broken = exc.text
+            log.error("integration_broken", integration=self.name, reason=exc.text)
+            raise
+        except BookingRefused as exc:
+            error = RejectedError if exc.rejected else PermanentError
+            raise error(exc.code, exc.text) from exc
+        except (UnreadableInvoice, NotXml) as exc:
+            raise PermanentError("unreadable-invoice", str(exc)) from exc
+        except TrytonUserError as exc:
+            raise rejection(exc) from exc
+
+    async def test(self) -> dict[str, Any]:
+        """One login and the user's company: what `gateway integration test` shows."""
+        rpc = await self._client()
+        if not rpc.context:
+            await rpc.login()
+        return {"user": rpc.login_name, "company": rpc.context.get("company")}
+
+    async def _client(self) -> TrytonRpc:
+        password = await asyncio.to_thread(self._read_password)
+        if self.broken and password == self._password:
+            raise LoginRefused("integration-broken", self.broken)
+        if self._rpc is None or password != self._password:
+            await self.close()
+            self.broken, self._password = "", password
+            opts = self.options
+            self._rpc = TrytonRpc(opts.url, opts.database, opts.username, password, opts.timeout)
+        return self._rpc
+
+    def _read_password(self) -> str:
+        try:
+            return self.options.password_file.read_text().strip()
+        except OSError as exc:
+            raise PermanentError(
+                "password-file", f"{self.options.password_file}: {exc.strerror or exc}"
+            ) from exc
+
+    def _mapping(self, item: Outgoing) -> Mapping:
+        """The integration's mapping with the dossier's override on top."""
+        override = item.overrides.get("mapping") or {}
+        if not override:
+            return self.options.mapping
+        table = merged(self.options.mapping.as_json(), override)
+        try:
+            return parse_mapping(table, f"dossier {item.dossier!r}")
+        except ConfigError as exc:
+            raise PermanentError("mapping-invalid", str(exc)) from exc
+
+    async def _deliver(self, rpc: TrytonRpc, item: Outgoing) -> str:
+        mapping = self._mapping(item)
+        doc = await asyncio.to_thread(_read_document, item)
+        admit(doc.invoice, doc.doc_type, mapping, doc.has_pdf)
+        party = doc.invoice.supplier if doc.invoice_type == "in" else doc.invoice.customer
+        party_id = await match_party(rpc, party)
+        found = await find_booked(rpc, doc.invoice_type, party_id, doc.invoice.number, item.sha256)
+        if found is not None:
+            await attach(rpc, found, doc.files)
+            log.info("tryton_already_booked", document=item.document_id, invoice=found)
+            return f"account.invoice,{found}"
+        e_document = mapping.mode == "e-document" and doc.invoice_type == "in"
+        if e_document:
+            invoice_id = await _import_ubl(rpc, item)
+        else:
+            plan = plan_invoice(doc.invoice, doc.doc_type, mapping)
+            invoice_id = await book_mapped(rpc, plan, mapping, party_id, item.sha256)
+        try:
+            await _finish(rpc, invoice_id, doc, mapping, e_document)
+        except (DeliveryError, BookingRefused, TrytonUserError):
+            await _delete_draft(rpc, invoice_id)
+            raise
+        return f"account.invoice,{invoice_id}"
+
+
+def _read_document(item: Outgoing) -> Document:
+    if item.facts.get("syntax") != "ubl":
+        raise PermanentError(
+            "unsupported-syntax",
+            f"{item.facts.get('syntax') or 'this document'} cannot be booked yet (UBL only)",
+        )
+    root = parse_xml(item.data)
+    invoice = invoice_from_ubl(item.data)
+    pdf = embedded_pdf(root)
+    files = [(item.filename, item.data)] + ([pdf] if pdf else [])
+    return Document(invoice, item.doc_type, files, pdf is not None)
+
+
+async def _import_ubl(rpc: TrytonRpc, item: Outgoing) -> int:
+    """Tryton's own UBL import makes the draft (and attaches the embedded PDF itself)."""
+    invoice_id = int(await rpc.call("model.edocument.ubl.invoice.parse", item.data))
+    await rpc.call("model.account.invoice.write", [invoice_id], {"comment": MARKER + item.sha256})
+    return invoice_id
+
+
+async def _finish(
+    rpc: TrytonRpc, invoice_id: int, doc: Document, mapping: Mapping, e_document: bool
+) -> None:
+    """Attach the files, compare the totals the package computed, then post if asked."""
+    files = doc.files[:1] if e_document else doc.files
+    await attach(rpc, invoice_id, files)
+    totals = await read_totals(rpc, invoice_id)
+    _check_totals(totals, doc.invoice, Decimal(mapping.rounding_tolerance))
+    if mapping.post:
+        await rpc.call("model.account.invoice.validate_invoice", [invoice_id])
+        await rpc.call("model.account.invoice.post", [invoice_id])
+
+
+def _check_totals(totals: dict[str, Any], invoice: InvoiceInput, tolerance: Decimal) -> None:
+    total, tax = Decimal(totals["total_amount"]), Decimal(totals["tax_amount"])
+    if total != invoice.total or abs(tax - invoice.tax) > tolerance:
+        raise BookingRefused(
+            AMOUNT_VALIDATION,
+            f"Tryton computed total {total} (VAT {tax}), the document says {invoice.total}"
+            f" (VAT {invoice.tax})",
+        )
+
+
+async def _delete_draft(rpc: TrytonRpc, invoice_id: int) -> None:
+    """Best effort: a draft left behind still carries our marker, so it is never doubled."""
+    try:
+        await rpc.call("model.account.invoice.delete", [invoice_id])
+    except (DeliveryError, TrytonUserError) as exc:
+        log.warning("tryton_draft_kept", invoice=invoice_id, error=str(exc))
