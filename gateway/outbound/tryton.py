@@ -80,8 +80,9 @@ class TrytonAdapter:
             rpc = await self._client()
             return await self._deliver(rpc, item)
         except LoginRefused as exc:
+            if not self.broken:
+                log.error("integration_broken", integration=self.name, reason=exc.text)
             self.broken = exc.text
-            log.error("integration_broken", integration=self.name, reason=exc.text)
             raise
         except BookingRefused as exc:
             error = RejectedError if exc.rejected else PermanentError
