@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import config, office
+from gateway.commands import mapping as mapping_commands
 from gateway.commands import queue as queue_commands
 from gateway.commands.common import (
     Refused,
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _integration_commands(sub)
     _doc_commands(sub)
     queue_commands.register(sub)
+    mapping_commands.register(sub)
     return parser
 
 
@@ -104,7 +106,7 @@ def _integration_commands(sub: Any) -> None:
     group = sub.add_parser("integration", help="integrations").add_subparsers(required=True)
     add = group.add_parser("add", help="create or update an integration")
     add.add_argument("name")
-    add.add_argument("--kind", required=True, help="directory or sftp")
+    add.add_argument("--kind", required=True, help="directory, sftp or tryton")
     add.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE", help="kind option (repeat)"
     )
@@ -112,6 +114,7 @@ def _integration_commands(sub: Any) -> None:
     lst = group.add_parser("list", help="list integrations")
     json_flag(lst)
     lst.set_defaults(func=cmd_integration_list)
+    mapping_commands.register_integration_test(group)
 
 
 def _doc_commands(sub: Any) -> None:

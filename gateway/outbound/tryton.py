@@ -77,7 +77,7 @@ class TrytonAdapter:
 
     async def deliver(self, item: Outgoing) -> str:
         try:
-            rpc = await self._client()
+            rpc = await self.client()
             return await self._deliver(rpc, item)
         except LoginRefused as exc:
             if not self.broken:
@@ -94,12 +94,11 @@ class TrytonAdapter:
 
     async def test(self) -> dict[str, Any]:
         """One login and the user's company: what `gateway integration test` shows."""
-        rpc = await self._client()
-        if not rpc.context:
-            await rpc.login()
+        rpc = await self.client()
         return {"user": rpc.login_name, "company": rpc.context.get("company")}
 
-    async def _client(self) -> TrytonRpc:
+    async def client(self) -> TrytonRpc:
+        """The logged-in session (one login attempt at most; never after a refusal)."""
         password = await asyncio.to_thread(self._read_password)
         if self.broken and password == self._password:
             raise LoginRefused("integration-broken", self.broken)
@@ -108,6 +107,8 @@ class TrytonAdapter:
             self.broken, self._password = "", password
             opts = self.options
             self._rpc = TrytonRpc(opts.url, opts.database, opts.username, password, opts.timeout)
+        if not self._rpc.context:
+            await self._rpc.login()
         return self._rpc
 
     def _read_password(self) -> str:

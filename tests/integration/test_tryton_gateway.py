@@ -1,0 +1,107 @@
+"""The daemon as a sysadmin runs it, booking into a real Tryton: mail in, invoice in the package,
+statuses and codes on the documents; the mapping commands and `integration test` on the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from integration.gateway_proc import mail, start_gateway
+from integration.tryton_helpers import MAPPING, admin, invoice_count
+from integration.tryton_server import DBNAME, PASSWORD, TrytonServer
+
+pytestmark = pytest.mark.integration
+
+
+def _config(server: TrytonServer, password_file: Path, user: str = "gateway") -> str:
+    mapping = {**MAPPING, "mode": "e-document"}
+    tables = "\n".join(
+        f"[integrations.mapping.{name}]\n"
+        + "\n".join(f'"{k}" = "{v}"' for k, v in mapping[name].items())
+        for name in ("purchase_vat", "sales_vat")
+    )
+    scalars = "\n".join(
+        f'{k} = "{v}"' for k, v in mapping.items() if k not in ("purchase_vat", "sales_vat")
+    )
+    return f"""
+[[integrations]]
+name = "books"
+kind = "tryton"
+url = "{server.url}"
+database = "{DBNAME}"
+username = "{user}"
+password_file = "{password_file}"
+
+[integrations.mapping]
+{scalars}
+
+{tables}
+
+[[dossiers]]
+slug = "acme"
+vat = "SE4598375937"
+addresses = ["acme@docs.office.example"]
+integration = "books"
+auto_send = true
+"""
+
+
+def test_mailed_invoices_are_booked_or_rejected_with_the_packages_reason(
+    tryton_factory: Callable[[], TrytonServer], corpus: Path, tmp_path: Path
+) -> None:
+    server = tryton_factory()
+    password_file = tmp_path / "tryton.pass"
+    password_file.write_text(PASSWORD + "\n")
+    gateway = start_gateway(tmp_path, _config(server, password_file))
+    try:
+        good = (corpus / "peppol-bis3" / "base-example.xml").read_bytes()
+        gateway.send(mail("acme@docs.office.example", ("invoice.xml", good, "application/xml")))
+        sent = gateway.wait_for(lambda: [d for d in gateway.docs() if d["status"] == "sent"], 30)
+        shown = json.loads(gateway.cli("doc", "show", str(sent[0]["id"]), "--json").stdout)
+        assert shown["deliveries"][0]["remote_ref"].startswith("account.invoice,")
+
+        # An override for this dossier: 25 % on a tax Tryton lacks -> the mapping's error code.
+        gateway.cli("mapping", "set", "books", "mode=mapped", "--dossier", "acme")
+        gateway.cli("mapping", "set", "books", "purchase_vat.S:25=BTW 25%", "--dossier", "acme")
+        shown = json.loads(gateway.cli("mapping", "show", "books", "--dossier", "acme").stdout)
+        assert (shown["mode"], shown["purchase_vat"]["S:25"]) == ("mapped", "BTW 25%")
+        plain = json.loads(gateway.cli("mapping", "show", "books").stdout)
+        assert (plain["mode"], plain["purchase_vat"]["S:25"]) == (
+            "e-document",
+            "Buitenlandse BTW 25%",
+        )
+        other = good.replace(b"<cbc:ID>Snippet1</cbc:ID>", b"<cbc:ID>GW-2</cbc:ID>", 1)
+        gateway.send(mail("acme@docs.office.example", ("other.xml", other, "application/xml")))
+        rejected = gateway.wait_for(
+            lambda: [d for d in gateway.docs() if d["status"] == "rejected"], 30
+        )
+        assert rejected[0]["status_reason"].startswith(
+            "ERROR_SYNC_INVOICE_MAPPING_TAX_RATE_NOT_FOUND: mapped tax 'BTW 25%'"
+        )
+
+        check = gateway.cli("mapping", "check", "books")
+        assert check.returncode == 0, check.stdout + check.stderr
+        gateway.cli(
+            "mapping", "set", "books", "purchase_account=999999", "journals.sales_invoice=XX"
+        )
+        check = gateway.cli("mapping", "check", "books", check=False)
+        assert check.returncode == 1
+        assert "purchase_account: account 999999 does not exist" in check.stdout
+        assert "journals.sales_invoice: journal 'XX' does not exist" in check.stdout
+
+        tested = gateway.cli("integration", "test", "books")
+        assert "logged in as gateway" in tested.stdout
+    finally:
+        gateway.stop()
+
+    async def count() -> int:
+        rpc = admin(server)
+        try:
+            return await invoice_count(rpc)
+        finally:
+            await rpc.close()
+
+    assert asyncio.run(count()) == 1
