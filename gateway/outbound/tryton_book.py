@@ -61,7 +61,7 @@ async def book_mapped(
         "type": plan.invoice_type,
         "company": rpc.context.get("company"),
         "party": party_id,
-        "invoice_address": await _address(rpc, party_id),
+        **await _party_defaults(rpc, party_id, plan.invoice_type),
         "currency": currency,
         "journal": journal,
         "invoice_date": plan.invoice_date,
@@ -105,9 +105,18 @@ def _line(account: int, amount: Decimal, description: str, taxes: list[int]) -> 
     }
 
 
-async def _address(rpc: TrytonRpc, party_id: int) -> int | None:
-    (row,) = await rpc.call("model.party.party.read", [party_id], ["addresses"])
-    return int(row["addresses"][0]) if row["addresses"] else None
+async def _party_defaults(rpc: TrytonRpc, party_id: int, invoice_type: str) -> dict[str, Any]:
+    """The party's first address and its own payable/receivable account (RPC `create` runs no
+    on_change, so what the client would fill in we fill in)."""
+    account = "account_payable" if invoice_type == "in" else "account_receivable"
+    (row,) = await rpc.call("model.party.party.read", [party_id], ["addresses", account])
+    if row[account] is None:  # the party uses the company's default
+        (config,) = await rpc.call("model.account.configuration.read", [1], [f"default_{account}"])
+        row[account] = config[f"default_{account}"]
+    return {
+        "invoice_address": row["addresses"][0] if row["addresses"] else None,
+        "account": row[account],
+    }
 
 
 async def read_totals(rpc: TrytonRpc, invoice_id: int) -> dict[str, Any]:

@@ -165,6 +165,15 @@ def test_unknown_and_closed_accounts_fall_back_to_the_default(
     assert {line["account."]["code"] for line in lines} == {"604"}
 
 
+def test_without_collective_account_the_partys_own_payable_is_used(
+    tryton: TrytonServer, corpus: Path, tmp_path: Path
+) -> None:
+    overrides = {"mapping": {"supplier_account": ""}}
+    ref = _run(_deliver(tryton, tmp_path, _doc(corpus, EFFF_21, "COLL-1"), overrides=overrides))
+    row = _run(_look(tryton, lambda rpc: invoice(rpc, ref, ["account.code"])))
+    assert row["account."]["code"] == "440"
+
+
 def test_unknown_default_account_is_rejected_with_the_seed_code(
     tryton: TrytonServer, corpus: Path, tmp_path: Path
 ) -> None:
