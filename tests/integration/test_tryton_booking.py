@@ -137,10 +137,16 @@ def test_difference_beyond_tolerance_is_rejected_with_both_figures_and_nothing_b
     assert _run(_look(tryton, invoice_count)) == before
 
 
+@pytest.mark.parametrize("category", ["K", "AE"])
 def test_reverse_charge_document_uses_the_mapped_tax_codes(
-    tryton: TrytonServer, corpus: Path, tmp_path: Path
+    tryton: TrytonServer, corpus: Path, tmp_path: Path, category: str
 ) -> None:
-    ref = _run(_deliver(tryton, tmp_path, _doc(corpus, EFFF_K, "RC-1")))
+    """Intra-community (K) and Belgian co-contractor (AE) reverse charge: the mapped tax books
+    21 % due and 21 % deductible, so the invoice total stays the document's."""
+    data = _doc(
+        corpus, EFFF_K, f"RC-{category}", **{"<cbc:ID>K</cbc:ID>": f"<cbc:ID>{category}</cbc:ID>"}
+    )
+    ref = _run(_deliver(tryton, tmp_path, data))
 
     async def taxes(rpc: TrytonRpc) -> tuple[Any, ...]:
         row = await invoice(rpc, ref, ["total_amount", "tax_amount", "taxes", "lines"])
@@ -152,7 +158,7 @@ def test_reverse_charge_document_uses_the_mapped_tax_codes(
 
     total, tax, names, amounts = _run(_look(tryton, taxes))
     assert (str(total), str(tax)) == ("700.00", "0.00")
-    assert [n["name"] for n in names] == [PURCHASE_VAT["K:0"]]
+    assert [n["name"] for n in names] == [PURCHASE_VAT[f"{category}:0"]]
     assert sum(amounts) == 0 and str(max(amounts)) == "147.00"  # 21 % due and deductible
 
 
