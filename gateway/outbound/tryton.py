@@ -69,6 +69,8 @@ class TrytonAdapter:
         self._password = ""
         # Set when Tryton refused our password; cleared only when the password file changes.
         self.broken = ""
+        # Workers share this adapter: one login at a time, so a wrong password costs one try.
+        self._login_lock = asyncio.Lock()
 
     async def close(self) -> None:
         if self._rpc is not None:
@@ -80,9 +82,9 @@ class TrytonAdapter:
             rpc = await self.client()
             return await self._deliver(rpc, item)
         except LoginRefused as exc:
-            if not self.broken:
+            if exc.code != "integration-broken":
+                self.broken = exc.text
                 log.error("integration_broken", integration=self.name, reason=exc.text)
-            self.broken = exc.text
             raise
         except BookingRefused as exc:
             error = RejectedError if exc.rejected else PermanentError
@@ -99,6 +101,10 @@ class TrytonAdapter:
 
     async def client(self) -> TrytonRpc:
         """The logged-in session (one login attempt at most; never after a refusal)."""
+        async with self._login_lock:
+            return await self._client_locked()
+
+    async def _client_locked(self) -> TrytonRpc:
         password = await asyncio.to_thread(self._read_password)
         if self.broken and password == self._password:
             raise LoginRefused("integration-broken", self.broken)
@@ -108,7 +114,11 @@ class TrytonAdapter:
             opts = self.options
             self._rpc = TrytonRpc(opts.url, opts.database, opts.username, password, opts.timeout)
         if not self._rpc.context:
-            await self._rpc.login()
+            try:
+                await self._rpc.login()
+            except LoginRefused as exc:
+                self.broken = exc.text
+                raise
         return self._rpc
 
     def _read_password(self) -> str:
