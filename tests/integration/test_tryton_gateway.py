@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,3 +106,37 @@ def test_mailed_invoices_are_booked_or_rejected_with_the_packages_reason(
             await rpc.close()
 
     assert asyncio.run(count()) == 1
+
+
+def test_refused_password_fails_deliveries_and_integration_test_says_broken(
+    tryton_factory: Callable[[], TrytonServer], corpus: Path, tmp_path: Path
+) -> None:
+    server = tryton_factory()
+    password_file = tmp_path / "tryton.pass"
+    password_file.write_text("Not-The-Password-1\n")
+    gateway = start_gateway(tmp_path, _config(server, password_file, user="lockcheck"))
+    try:
+        base = (corpus / "peppol-bis3" / "base-example.xml").read_bytes()
+        for n in range(3):
+            data = base.replace(b"<cbc:ID>Snippet1</cbc:ID>", f"<cbc:ID>PW-{n}</cbc:ID>".encode())
+            gateway.send(mail("acme@docs.office.example", (f"{n}.xml", data, "application/xml")))
+
+        def all_failed() -> list[dict[str, str]] | None:
+            found = [d for d in gateway.docs() if d["status"] == "failed"]
+            return found if len(found) == 3 else None
+
+        failed = gateway.wait_for(all_failed, 30)
+        reasons = sorted(d["status_reason"].split(":")[0] for d in failed)
+        assert reasons == ["integration-broken", "integration-broken", "login-refused"]
+        assert all("retrying" not in d["status_reason"] for d in failed)  # never retried
+        tested = gateway.cli("integration", "test", "books", check=False)
+        assert tested.returncode == 1
+        assert "broken since" in tested.stdout and "lockcheck" in tested.stdout
+        assert "login-refused" in tested.stderr
+    finally:
+        gateway.stop()
+    with sqlite3.connect(f"file:{server.sqlite}?mode=ro", uri=True) as db:
+        (attempts,) = db.execute(
+            "SELECT count(*) FROM res_user_login_attempt WHERE login = 'lockcheck'"
+        ).fetchone()
+    assert attempts == 2  # the daemon's one, and the one `integration test` was asked for
