@@ -24,7 +24,10 @@ from gateway.rules.xmlsafe import parse_xml
 
 def invoice_from_ubl(data: bytes) -> InvoiceInput:
     """Read `data`; raise `UnreadableInvoice` naming what is missing or malformed."""
-    root = parse_xml(data)
+    return ubl_invoice(parse_xml(data))
+
+
+def ubl_invoice(root: etree._Element) -> InvoiceInput:
     try:
         facts = read_ubl(root)
     except NotUbl as exc:
@@ -99,7 +102,7 @@ def _tax_key(category: etree._Element | None, percent: str = "") -> TaxKey:
     if not code:
         raise UnreadableInvoice("a VAT category has no code")
     percent = _text(category, "cbc:Percent") or percent
-    return TaxKey(code, _decimal(percent, "VAT percent") if percent else Decimal(0))
+    return TaxKey(code, decimal(percent, "VAT percent") if percent else Decimal(0))
 
 
 def _tax_amount(root: etree._Element, currency: str) -> Decimal:
@@ -109,7 +112,7 @@ def _tax_amount(root: etree._Element, currency: str) -> Decimal:
         if amount is None:
             continue
         if total.find("cac:TaxSubtotal", NS) is not None or amount.get("currencyID") == currency:
-            return _decimal(amount.text or "", "TaxAmount")
+            return decimal(amount.text or "", "TaxAmount")
     return Decimal(0)
 
 
@@ -118,10 +121,10 @@ def _total(totals: etree._Element) -> Decimal:
     prepayments and cash rounding."""
     inclusive = _text(totals, "cbc:TaxInclusiveAmount")
     if inclusive:
-        return _decimal(inclusive, "TaxInclusiveAmount")
+        return decimal(inclusive, "TaxInclusiveAmount")
     payable = _amount(totals, "cbc:PayableAmount")
-    prepaid = _decimal(_text(totals, "cbc:PrepaidAmount") or "0", "PrepaidAmount")
-    rounding = _decimal(_text(totals, "cbc:PayableRoundingAmount") or "0", "PayableRoundingAmount")
+    prepaid = decimal(_text(totals, "cbc:PrepaidAmount") or "0", "PrepaidAmount")
+    rounding = decimal(_text(totals, "cbc:PayableRoundingAmount") or "0", "PayableRoundingAmount")
     return payable + prepaid - rounding
 
 
@@ -156,10 +159,10 @@ def _amount(el: etree._Element, path: str) -> Decimal:
     text = _text(el, path)
     if not text:
         raise UnreadableInvoice(f"{path.split(':')[-1]} is missing")
-    return _decimal(text, path.split(":")[-1])
+    return decimal(text, path.split(":")[-1])
 
 
-def _decimal(text: str, what: str) -> Decimal:
+def decimal(text: str, what: str) -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:

@@ -2,7 +2,8 @@
 
 Two modes, chosen by the mapping (per integration, overridable per dossier): `e-document`
 hands a UBL purchase document to Tryton's own UBL import; `mapped` builds the invoice from the
-mapping (sales documents always go this way: Tryton imports supplier invoices only).
+mapping (sales documents and CII always go this way: Tryton imports UBL supplier invoices
+only).
 Both look for an invoice this document already became before booking, so a second delivery or
 a restart after the package committed books nothing twice. After booking, the invoice is read
 back and must match the document; anything that goes wrong after the draft was created deletes
@@ -28,7 +29,7 @@ from gateway.booking.mapping import (
     parse_mapping,
     plan_invoice,
 )
-from gateway.booking.ubl_invoice import invoice_from_ubl
+from gateway.booking.read import read_invoice
 from gateway.config import ConfigError
 from gateway.outbound.base import (
     DeliveryError,
@@ -41,7 +42,7 @@ from gateway.outbound.tryton_book import book_mapped, read_totals
 from gateway.outbound.tryton_chart import MARKER, attach, find_booked, match_party
 from gateway.outbound.tryton_errors import rejection
 from gateway.outbound.tryton_rpc import LoginRefused, TrytonRpc, TrytonUserError
-from gateway.rules.ubl import embedded_pdf
+from gateway.rules.ubl import CREDIT_NOTE, INVOICE, embedded_pdf
 from gateway.rules.xmlsafe import NotXml, parse_xml
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,7 @@ class Document:
     doc_type: str
     files: list[tuple[str, bytes]]
     has_pdf: bool
+    ubl: bool
 
     @property
     def invoice_type(self) -> str:
@@ -151,7 +153,8 @@ class TrytonAdapter:
             await attach(rpc, found, doc.files)
             log.info("tryton_already_booked", document=item.document_id, invoice=found)
             return f"account.invoice,{found}"
-        e_document = mapping.mode == "e-document" and doc.invoice_type == "in"
+        # Tryton imports UBL supplier invoices only; everything else is built from the mapping.
+        e_document = mapping.mode == "e-document" and doc.invoice_type == "in" and doc.ubl
         if e_document:
             invoice_id = await _import_ubl(rpc, item)
         else:
@@ -166,16 +169,15 @@ class TrytonAdapter:
 
 
 def _read_document(item: Outgoing) -> Document:
-    if item.facts.get("syntax") != "ubl":
-        raise PermanentError(
-            "unsupported-syntax",
-            f"{item.facts.get('syntax') or 'this document'} cannot be booked yet (UBL only)",
-        )
+    """UBL or CII XML; a PDF (Factur-X) is booked from its XML once recognition extracts it."""
+    if item.data.lstrip()[:5] == b"%PDF-":
+        raise PermanentError("unsupported-syntax", "a PDF cannot be booked yet (UBL or CII XML)")
     root = parse_xml(item.data)
-    invoice = invoice_from_ubl(item.data)
-    pdf = embedded_pdf(root)
+    invoice = read_invoice(root)
+    ubl = root.tag in (INVOICE, CREDIT_NOTE)
+    pdf = embedded_pdf(root) if ubl else None
     files = [(item.filename, item.data)] + ([pdf] if pdf else [])
-    return Document(invoice, item.doc_type, files, pdf is not None)
+    return Document(invoice, item.doc_type, files, pdf is not None, ubl)
 
 
 async def _import_ubl(rpc: TrytonRpc, item: Outgoing) -> int:

@@ -29,8 +29,10 @@ from gateway.booking.mapping import (
     AMOUNT_VALIDATION,
     TAX_RATE_NOT_FOUND,
 )
+from gateway.booking.read import read_invoice
 from gateway.outbound.base import PermanentError, RejectedError, TransientError
 from gateway.outbound.tryton_rpc import TrytonRpc
+from gateway.rules.xmlsafe import parse_xml
 
 pytestmark = pytest.mark.integration
 
@@ -269,6 +271,35 @@ def test_package_down_is_transient_then_books_once(
     before = _run(_look(tryton, invoice_count))
     _run(_deliver(tryton, tmp_path, data))
     assert _run(_look(tryton, invoice_count)) == before + 1
+
+
+def test_cii_invoices_are_booked_from_the_mapping_even_in_e_document_mode(
+    tryton: TrytonServer, corpus: Path, tmp_path: Path
+) -> None:
+    """Tryton has no CII import, so CII goes through the mapping; totals equal the document's."""
+    mapping = {**MAPPING, "mode": "e-document"}
+
+    async def book() -> list[tuple[object, ...]]:
+        books, reader = adapter(tryton, tmp_path, mapping), admin(tryton)
+        found = []
+        try:
+            for name in ("CII_example1.xml", "CII_example8.xml", "CII_example9.xml"):
+                data = (corpus / "en16931-cii" / name).read_bytes()
+                ref = await books.deliver(outgoing(data, "purchase_invoice", name))
+                row = await invoice(reader, ref, ["total_amount", "tax_amount", "comment"])
+                expected = read_invoice(parse_xml(data))
+                found.append((row["total_amount"], row["tax_amount"], expected.total, expected.tax))
+            german = (corpus / "en16931-cii" / "CII_business_example_02.xml").read_bytes()
+            with pytest.raises(RejectedError) as unmapped:  # 19 % is not in the mapping
+                await books.deliver(outgoing(german, "purchase_invoice", "de.xml"))
+            assert unmapped.value.code == TAX_RATE_NOT_FOUND
+        finally:
+            await books.close()
+            await reader.close()
+        return found
+
+    for total, tax, expected_total, expected_tax in _run(book()):
+        assert (total, tax) == (expected_total, expected_tax)
 
 
 def _login_attempts(server: TrytonServer, login: str) -> int:

@@ -13,7 +13,7 @@ from gateway.outbound.base import Outgoing
 from gateway.outbound.kinds import make_adapter
 from gateway.outbound.tryton import TrytonAdapter
 from gateway.outbound.tryton_rpc import TrytonRpc
-from gateway.rules.ubl import read_ubl
+from gateway.rules.ubl import NotUbl, read_ubl
 from gateway.rules.xmlsafe import parse_xml
 
 PURCHASE_VAT = {
@@ -50,8 +50,14 @@ def outgoing(
     overrides: dict[str, Any] | None = None,
     document_id: int = 1,
 ) -> Outgoing:
-    facts = read_ubl(parse_xml(data))
-    kind = "credit_note" if facts.kind == "credit-note" else "invoice"
+    try:
+        ubl = read_ubl(parse_xml(data))
+    except NotUbl:
+        facts: dict[str, Any] = {"syntax": "cii"}
+        kind = "invoice"
+    else:
+        facts = ubl.as_json()
+        kind = "credit_note" if ubl.kind == "credit-note" else "invoice"
     return Outgoing(
         delivery_id=document_id,
         attempt_id=f"attempt-{document_id}",
@@ -63,7 +69,7 @@ def outgoing(
         media_type="application/xml",
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        facts=facts.as_json(),
+        facts=facts,
         overrides=overrides or {},
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.booking.cii_invoice import invoice_from_cii
 from gateway.booking.invoice import (
     Counterparty,
     InvoiceInput,
@@ -25,8 +26,10 @@ from gateway.booking.mapping import (
     parse_mapping,
     plan_invoice,
 )
+from gateway.booking.read import read_invoice
 from gateway.booking.ubl_invoice import invoice_from_ubl
 from gateway.config import ConfigError
+from gateway.rules.xmlsafe import parse_xml
 
 
 def _ubl_files(corpus: Path) -> list[Path]:
@@ -65,6 +68,31 @@ def test_allowances_become_negative_lines(corpus: Path) -> None:
     invoice = invoice_from_ubl((corpus / "peppol-bis3" / "Allowance-example.xml").read_bytes())
     assert any(line.amount < 0 for line in invoice.lines)
     assert invoice.lines_total == invoice.untaxed
+
+
+def test_every_corpus_cii_invoice_reads_into_lines_that_add_up(corpus: Path) -> None:
+    read = {}
+    for path in sorted((corpus / "en16931-cii").glob("*.xml")):
+        try:
+            invoice = read_invoice(parse_xml(path.read_bytes()))
+        except UnreadableInvoice as exc:
+            read[path.name] = str(exc).split(" is ")[-1]
+            continue
+        assert invoice.lines_total == invoice.untaxed, path.name
+        assert invoice.untaxed + invoice.tax == invoice.total, path.name
+        read[path.name] = invoice.currency
+    assert read["CII_example1.xml"] == "EUR" and read["huf_example_cii.xml"] == "HUF"
+    assert read["BR-CO-17.xml"] == "neither UBL nor CII; it cannot be booked"  # a test set
+    example = invoice_from_cii(
+        parse_xml((corpus / "en16931-cii" / "CII_example1.xml").read_bytes())
+    )
+    assert (example.number, example.issue_date) == ("12115118", dt.date(2015, 1, 9))
+    assert (example.supplier.vat, example.supplier.company_number) == (
+        "NL8200.98.395.B.01",
+        "57151520",
+    )
+    assert example.customer.auxiliary_account == "10202"
+    assert {str(line.tax) for line in example.lines} == {"S:6", "S:21"}
 
 
 def test_not_an_invoice_is_unreadable() -> None:
