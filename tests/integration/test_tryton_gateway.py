@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 from integration.gateway_proc import mail, start_gateway
+from integration.lossy_proxy import LossyProxy
 from integration.tryton_helpers import MAPPING, admin, invoice_count
 from integration.tryton_server import DBNAME, PASSWORD, TrytonServer
 
 pytestmark = pytest.mark.integration
 
 
-def _config(server: TrytonServer, password_file: Path, user: str = "gateway") -> str:
+def _config(
+    server: TrytonServer, password_file: Path, user: str = "gateway", vat: str = "SE4598375937"
+) -> str:
     mapping = {**MAPPING, "mode": "e-document"}
     tables = "\n".join(
         f"[integrations.mapping.{name}]\n"
@@ -43,7 +46,7 @@ password_file = "{password_file}"
 
 [[dossiers]]
 slug = "acme"
-vat = "SE4598375937"
+vat = "{vat}"
 addresses = ["acme@docs.office.example"]
 integration = "books"
 auto_send = true
@@ -140,3 +143,42 @@ def test_refused_password_fails_deliveries_and_integration_test_says_broken(
             "SELECT count(*) FROM res_user_login_attempt WHERE login = 'lockcheck'"
         ).fetchone()
     assert attempts == 2  # the daemon's one, and the one `integration test` was asked for
+
+
+def test_gateway_killed_after_the_package_booked_books_nothing_twice(
+    tryton_factory: Callable[[], TrytonServer], corpus: Path, tmp_path: Path
+) -> None:
+    """Tryton commits the import, the answer is lost, the gateway is SIGKILLed; after the
+    restart and the lease, the delivery finds the invoice instead of booking a second one."""
+    server = tryton_factory()
+    proxy = LossyProxy(server.port, b"edocument.ubl.invoice.parse")
+    proxy.start()
+    password_file = tmp_path / "tryton.pass"
+    password_file.write_text(PASSWORD + "\n")
+    through_proxy = TrytonServer(dir=server.dir, template=server.template, port=proxy.port)
+    config = _config(through_proxy, password_file, vat="BE0000000295")
+    gateway = start_gateway(tmp_path, config, lease=3)
+    try:
+        data = (corpus / "efff" / "UBLBE_BE0000000196_V01-15000001.xml").read_bytes()
+        gateway.send(mail("acme@docs.office.example", ("inv.xml", data, "application/xml")))
+        assert proxy.swallowed.wait(30), gateway.log_tail()
+        gateway.kill()
+        proxy.stop()
+        gateway.config.write_text(gateway.config.read_text().replace(through_proxy.url, server.url))
+        gateway.start()
+        sent = gateway.wait_for(lambda: [d for d in gateway.docs() if d["status"] == "sent"], 30)
+        shown = json.loads(gateway.cli("doc", "show", str(sent[0]["id"]), "--json").stdout)
+    finally:
+        gateway.stop()
+        proxy.stop()
+
+    async def count() -> int:
+        rpc = admin(server)
+        try:
+            return await invoice_count(rpc)
+        finally:
+            await rpc.close()
+
+    assert asyncio.run(count()) == 1
+    assert shown["deliveries"][0]["remote_ref"].startswith("account.invoice,")
+    assert "tryton_already_booked" in gateway.log.read_text()  # found, not booked again
