@@ -156,16 +156,20 @@ class Plan:
     invoice_date: dt.date
     currency: str
     lines: tuple[PlannedLine, ...]
-    rounding_tax: str
     total: Decimal
     tax: Decimal
     tolerance: Decimal
 
-    def rounding_account(self, mapping: Mapping, difference: Decimal) -> str:
-        """A positive difference adds to what is owed: an expense on a purchase, income on a
-        sale; the debit or credit rounding account follows from that."""
-        debit = (difference > 0) == (self.invoice_type == "in")
-        return mapping.debit_rounding_account if debit else mapping.credit_rounding_account
+
+def rounding_account(mapping: Mapping, invoice_type: str, difference: Decimal) -> str:
+    """A positive difference adds to what is owed: an expense on a purchase (`in`), income on
+    a sale; the debit or credit rounding account follows from that."""
+    debit = (difference > 0) == (invoice_type == "in")
+    return mapping.debit_rounding_account if debit else mapping.credit_rounding_account
+
+
+def rounding_tax(mapping: Mapping, invoice_type: str) -> str:
+    return mapping.purchase_rounding_tax if invoice_type == "in" else mapping.sales_rounding_tax
 
 
 def admit(invoice: InvoiceInput, doc_type: str, mapping: Mapping, has_pdf: bool) -> None:
@@ -216,7 +220,6 @@ def plan_invoice(invoice: InvoiceInput, doc_type: str, mapping: Mapping) -> Plan
         invoice_date=invoice.issue_date,
         currency=invoice.currency,
         lines=lines,
-        rounding_tax=mapping.purchase_rounding_tax if purchase else mapping.sales_rounding_tax,
         total=invoice.total,
         tax=invoice.tax,
         tolerance=Decimal(mapping.rounding_tolerance),

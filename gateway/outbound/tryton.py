@@ -38,7 +38,7 @@ from gateway.outbound.base import (
     RejectedError,
 )
 from gateway.outbound.kinds import TrytonOptions
-from gateway.outbound.tryton_book import book_mapped, read_totals
+from gateway.outbound.tryton_book import balance, book_mapped, read_totals
 from gateway.outbound.tryton_chart import MARKER, attach, find_booked, match_party
 from gateway.outbound.tryton_errors import rejection
 from gateway.outbound.tryton_rpc import LoginRefused, TrytonRpc, TrytonUserError
@@ -193,6 +193,7 @@ async def _finish(
     """Attach the files, compare the totals the package computed, then post if asked."""
     files = doc.files[:1] if e_document else doc.files
     await attach(rpc, invoice_id, files)
+    await balance(rpc, invoice_id, doc.invoice_type, doc.invoice.total, mapping)
     totals = await read_totals(rpc, invoice_id)
     _check_totals(totals, doc.invoice, Decimal(mapping.rounding_tolerance))
     if mapping.post:

@@ -18,6 +18,8 @@ from gateway.booking.mapping import (
     BookingRefused,
     Mapping,
     Plan,
+    rounding_account,
+    rounding_tax,
 )
 from gateway.outbound.tryton_chart import (
     MARKER,
@@ -39,22 +41,21 @@ async def book_mapped(
 ) -> int:
     """Create the draft invoice for `plan`; returns its id. The party is created if needed."""
     codes = {code for line in plan.lines for code in line.accounts}
-    codes |= {c for c in (plan.collective_account, *_rounding_codes(mapping)) if c}
+    codes |= {plan.collective_account} - {""}
     accounts = await accounts_by_code(rpc, codes)
-    taxes = await taxes_by_name(
-        rpc, {line.tax for line in plan.lines} | ({plan.rounding_tax} - {""})
-    )
+    taxes = await taxes_by_name(rpc, {line.tax for line in plan.lines})
+    journal = await journal_by_code(rpc, plan.journal)
+    currency = await currency_by_code(rpc, plan.currency)
     lines = [
         _line(
             pick_line_account(line.accounts, accounts, plan.invoice_type, line.description),
             line.amount,
             line.description,
             [taxes[line.tax]],
+            currency,
         )
         for line in plan.lines
     ]
-    journal = await journal_by_code(rpc, plan.journal)
-    currency = await currency_by_code(rpc, plan.currency)
     if party_id is None:
         party_id = await create_party(rpc, plan.party)
     values: dict[str, Any] = {
@@ -73,7 +74,6 @@ async def book_mapped(
     if plan.collective_account:
         values["account"] = _collective(accounts, plan)
     (invoice_id,) = await rpc.call("model.account.invoice.create", [values])
-    await _balance(rpc, int(invoice_id), plan, mapping, accounts, taxes)
     return int(invoice_id)
 
 
@@ -89,14 +89,13 @@ def _collective(accounts: dict[str, AccountInfo], plan: Plan) -> int:
     return info.id
 
 
-def _rounding_codes(mapping: Mapping) -> tuple[str, str]:
-    return mapping.debit_rounding_account, mapping.credit_rounding_account
-
-
-def _line(account: int, amount: Decimal, description: str, taxes: list[int]) -> dict[str, Any]:
+def _line(
+    account: int, amount: Decimal, description: str, taxes: list[int], currency: int
+) -> dict[str, Any]:
     """Quantity ±1 at the line's net amount: the document's arithmetic, not ours, decides."""
     return {
         "type": "line",
+        "currency": currency,
         "account": account,
         "quantity": 1.0 if amount >= 0 else -1.0,
         "unit_price": abs(amount),
@@ -124,27 +123,27 @@ async def read_totals(rpc: TrytonRpc, invoice_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def _balance(
-    rpc: TrytonRpc,
-    invoice_id: int,
-    plan: Plan,
-    mapping: Mapping,
-    accounts: dict[str, AccountInfo],
-    taxes: dict[str, int],
+async def balance(
+    rpc: TrytonRpc, invoice_id: int, invoice_type: str, total: Decimal, mapping: Mapping
 ) -> None:
-    """Add a rounding line when the package's total is off by at most the tolerance."""
-    totals = await read_totals(rpc, invoice_id)
-    difference = plan.total - Decimal(totals["total_amount"])
-    if difference == 0 or abs(difference) > plan.tolerance:
+    """Add a rounding line when the package's total is off the document's `total` by at most
+    the tolerance (both modes: Tryton's UBL import rounds per line too)."""
+    (row,) = await rpc.call(
+        "model.account.invoice.read", [invoice_id], ["total_amount", "currency"]
+    )
+    difference = total - Decimal(row["total_amount"])
+    if difference == 0 or abs(difference) > Decimal(mapping.rounding_tolerance):
         return
-    code = plan.rounding_account(mapping, difference)
+    code = rounding_account(mapping, invoice_type, difference)
     if not code:
         raise BookingRefused(
             AMOUNT_VALIDATION,
-            f"lines give {totals['total_amount']}, the document says {plan.total}, and no"
-            " rounding account is mapped",
+            f"lines give {row['total_amount']}, the document says {total}, and no rounding"
+            " account is mapped",
         )
-    account = pick_line_account((code,), accounts, plan.invoice_type, "rounding")
-    tax = [taxes[plan.rounding_tax]] if plan.rounding_tax else []
-    line = _line(account, difference, "rounding", tax)
+    accounts = await accounts_by_code(rpc, {code})
+    account = pick_line_account((code,), accounts, invoice_type, "rounding")
+    tax_name = rounding_tax(mapping, invoice_type)
+    taxes = list((await taxes_by_name(rpc, {tax_name})).values()) if tax_name else []
+    line = _line(account, difference, "rounding", taxes, row["currency"])
     await rpc.call("model.account.invoice.write", [invoice_id], {"lines": [["create", [line]]]})

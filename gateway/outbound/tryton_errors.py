@@ -22,6 +22,7 @@ _FIELD = re.compile(r'for field "([^"]+)"')
 FIELD_CODES = {
     "Account": ACCOUNT_NOT_ACTIVE,
     "Taxes": LINE_VALIDATION,
+    "Lines": LINE_VALIDATION,
     "Invoice Address": PARTNER_VALIDATION,
     "Party": PARTNER_VALIDATION,
 }

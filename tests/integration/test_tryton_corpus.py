@@ -21,6 +21,13 @@ from gateway.outbound.base import RejectedError
 
 pytestmark = pytest.mark.integration
 
+# VAT computed on the base after a Belgian cash discount: the document's VAT is lower than its
+# lines' rate times base, which Tryton will not reproduce; rejected with both figures.
+CASH_DISCOUNT_VAT = {
+    "UBLBE_BE0000000196_V01-15000005.xml": "ERROR_SYNC_INVOICE_AMOUNT_VALIDATION",
+    "UBLBE_BE0000000196_V01-15000029.xml": "ERROR_SYNC_INVOICE_AMOUNT_VALIDATION",
+}
+
 
 def _corpus_files(corpus: Path) -> list[Path]:
     return sorted((corpus / "peppol-bis3").glob("*.xml")) + sorted((corpus / "efff").glob("*.xml"))
@@ -63,13 +70,18 @@ def test_corpus_e_document_mode_books_each_accepted_document_once(
     tryton_factory: Callable[[], TrytonServer], corpus: Path, tmp_path: Path
 ) -> None:
     files = _corpus_files(corpus)
-    booked, rejected = asyncio.run(
-        _book_corpus(tryton_factory(), tmp_path, {"mode": "e-document"}, files)
-    )
+    mapping = {**MAPPING, "mode": "e-document"}
+    booked, rejected = asyncio.run(_book_corpus(tryton_factory(), tmp_path, mapping, files))
     assert len(booked) + len(rejected) == len(files)
-    assert len(booked) >= 30, rejected
-    for name, reason in rejected.items():
-        assert reason.startswith("ERROR_SYNC_INVOICE_"), (name, reason)
+    assert {name: reason.split(":")[0] for name, reason in rejected.items()} == {
+        # Tryton finds no company for customers the test company does not answer to,
+        "vat-category-O.xml": "ERROR_SYNC_INVOICE_COMPANY_NOT_FOUND",
+        "UBLBE_BE0000000196_V01-15000033.xml": "ERROR_SYNC_INVOICE_COMPANY_NOT_FOUND",
+        "UBLBE_BE0000000196_V01-15000036.xml": "ERROR_SYNC_INVOICE_COMPANY_NOT_FOUND",
+        # matches no purchase tax for intra-community K 0 %,
+        "UBLBE_BE0000000196_V01-15000014.xml": "ERROR_SYNC_INVOICE_MAPPING_TAX_RATE_NOT_FOUND",
+        **CASH_DISCOUNT_VAT,
+    }
 
 
 def test_corpus_mapped_mode_books_each_accepted_document_once(
@@ -78,4 +90,4 @@ def test_corpus_mapped_mode_books_each_accepted_document_once(
     files = _corpus_files(corpus)
     booked, rejected = asyncio.run(_book_corpus(tryton_factory(), tmp_path, MAPPING, files))
     assert len(booked) + len(rejected) == len(files)
-    assert len(booked) >= 35, rejected
+    assert {name: reason.split(":")[0] for name, reason in rejected.items()} == CASH_DISCOUNT_VAT

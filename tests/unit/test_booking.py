@@ -25,6 +25,7 @@ from gateway.booking.mapping import (
     merged,
     parse_mapping,
     plan_invoice,
+    rounding_account,
 )
 from gateway.booking.read import read_invoice
 from gateway.booking.ubl_invoice import invoice_from_ubl
@@ -160,13 +161,10 @@ def test_unmapped_vat_rate_is_refused_with_the_mapping_code() -> None:
 
 def test_rounding_account_follows_the_side_and_the_sign() -> None:
     mapping = Mapping(debit_rounding_account="658", credit_rounding_account="758")
-    purchase = plan_invoice(_invoice(), "purchase_invoice", MAPPING)
-    assert purchase.rounding_account(mapping, Decimal("0.01")) == "658"
-    assert purchase.rounding_account(mapping, Decimal("-0.01")) == "758"
-    sales = plan_invoice(
-        _invoice(), "sales_invoice", Mapping(sales_vat={"S:21": "BTW 21% V"}, sales_account="700")
-    )
-    assert sales.rounding_account(mapping, Decimal("0.01")) == "758"
+    assert rounding_account(mapping, "in", Decimal("0.01")) == "658"
+    assert rounding_account(mapping, "in", Decimal("-0.01")) == "758"
+    assert rounding_account(mapping, "out", Decimal("0.01")) == "758"
+    assert rounding_account(mapping, "out", Decimal("-0.01")) == "658"
 
 
 def test_admit_applies_scope_start_date_and_attachment_options() -> None:
