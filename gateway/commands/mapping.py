@@ -56,7 +56,10 @@ def _integration(session: Session, name: str) -> Integration:
     if row is None:
         raise Refused(f"no integration named {name!r} (see `gateway integration list`)")
     if row.kind != "tryton":
-        raise Refused(f"integration {name!r} is a {row.kind} integration; it has no mapping")
+        raise Refused(
+            f"integration {name!r} is a {row.kind} integration; mappings and login tests"
+            " apply to tryton integrations"
+        )
     return row
 
 
