@@ -148,13 +148,13 @@ class TrytonAdapter:
         admit(doc.invoice, doc.doc_type, mapping, doc.has_pdf)
         party = doc.invoice.supplier if doc.invoice_type == "in" else doc.invoice.customer
         party_id = await match_party(rpc, party)
-        found = await find_booked(rpc, doc.invoice_type, party_id, doc.invoice.number, item.sha256)
-        if found is not None:
-            await attach(rpc, found, doc.files)
-            log.info("tryton_already_booked", document=item.document_id, invoice=found)
-            return f"account.invoice,{found}"
         # Tryton imports UBL supplier invoices only; everything else is built from the mapping.
         e_document = mapping.mode == "e-document" and doc.invoice_type == "in" and doc.ubl
+        found = await find_booked(rpc, doc.invoice_type, party_id, doc.invoice.number, item.sha256)
+        if found is not None:
+            await attach(rpc, found, _our_files(doc, e_document))
+            log.info("tryton_already_booked", document=item.document_id, invoice=found)
+            return f"account.invoice,{found}"
         if e_document:
             invoice_id = await _import_ubl(rpc, item)
         else:
@@ -191,14 +191,18 @@ async def _finish(
     rpc: TrytonRpc, invoice_id: int, doc: Document, mapping: Mapping, e_document: bool
 ) -> None:
     """Attach the files, compare the totals the package computed, then post if asked."""
-    files = doc.files[:1] if e_document else doc.files
-    await attach(rpc, invoice_id, files)
+    await attach(rpc, invoice_id, _our_files(doc, e_document))
     await balance(rpc, invoice_id, doc.invoice_type, doc.invoice.total, mapping)
     totals = await read_totals(rpc, invoice_id)
     _check_totals(totals, doc.invoice, Decimal(mapping.rounding_tolerance))
     if mapping.post:
         await rpc.call("model.account.invoice.validate_invoice", [invoice_id])
         await rpc.call("model.account.invoice.post", [invoice_id])
+
+
+def _our_files(doc: Document, e_document: bool) -> list[tuple[str, bytes]]:
+    """The original, plus the embedded PDF unless Tryton's UBL import attached it itself."""
+    return doc.files[:1] if e_document else doc.files
 
 
 def _check_totals(totals: dict[str, Any], invoice: InvoiceInput, tolerance: Decimal) -> None:

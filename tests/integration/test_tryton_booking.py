@@ -302,6 +302,28 @@ def test_cii_invoices_are_booked_from_the_mapping_even_in_e_document_mode(
         assert (total, tax) == (expected_total, expected_tax)
 
 
+@pytest.mark.parametrize("mode", ["mapped", "e-document"])
+def test_original_and_embedded_pdf_are_attached_once(
+    tryton: TrytonServer, corpus: Path, tmp_path: Path, mode: str
+) -> None:
+    data = _doc(corpus, EFFF_21, f"ATT-{mode}")
+    mapping = {**MAPPING, "mode": mode}
+    ref = _run(_deliver(tryton, tmp_path, data, mapping=mapping, filename="original.xml"))
+
+    async def names(rpc: TrytonRpc) -> list[str]:
+        rows = await rpc.call(
+            "model.ir.attachment.search_read", [["resource", "=", ref]], 0, None, None, ["name"]
+        )
+        return sorted(row["name"] for row in rows)
+
+    attached = _run(_look(tryton, names))
+    assert attached.count("original.xml") == 1, attached
+    # mapped: ours; e-document: Tryton's import attaches every embedded file itself
+    assert len([n for n in attached if n.lower().endswith(".pdf")]) == 1, attached
+    assert _run(_deliver(tryton, tmp_path, data, mapping=mapping, filename="original.xml")) == ref
+    assert _run(_look(tryton, names)) == attached
+
+
 def _login_attempts(server: TrytonServer, login: str) -> int:
     with sqlite3.connect(f"file:{server.sqlite}?mode=ro", uri=True) as db:
         (count,) = db.execute(
