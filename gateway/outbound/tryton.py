@@ -190,11 +190,11 @@ async def _import_ubl(rpc: TrytonRpc, item: Outgoing) -> int:
 async def _finish(
     rpc: TrytonRpc, invoice_id: int, doc: Document, mapping: Mapping, e_document: bool
 ) -> None:
-    """Attach the files, compare the totals the package computed, then post if asked."""
-    await attach(rpc, invoice_id, _our_files(doc, e_document))
+    """Balance and compare the totals the package computed, attach the files, post if asked."""
     await balance(rpc, invoice_id, doc.invoice_type, doc.invoice.total, mapping)
     totals = await read_totals(rpc, invoice_id)
     _check_totals(totals, doc.invoice, Decimal(mapping.rounding_tolerance))
+    await attach(rpc, invoice_id, _our_files(doc, e_document))
     if mapping.post:
         await rpc.call("model.account.invoice.validate_invoice", [invoice_id])
         await rpc.call("model.account.invoice.post", [invoice_id])
