@@ -92,6 +92,7 @@ def _allowance_charge(el: etree._Element, sign: Decimal) -> InvoiceLine:
     return InvoiceLine(
         description=_text(el, "ram:Reason") or ("charge" if charge else "allowance"),
         amount=sign * (amount if charge else -amount),
+        allowance=not charge,
         tax=_tax_key(el.find("ram:CategoryTradeTax", NS)),
     )
 

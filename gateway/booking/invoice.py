@@ -33,6 +33,8 @@ class InvoiceLine:
     amount: Decimal
     tax: TaxKey
     account: str = ""
+    # A document-level allowance (discount, rebate); line-level ones are already in `amount`.
+    allowance: bool = False
 
 
 @dataclass(frozen=True)

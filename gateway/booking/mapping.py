@@ -79,6 +79,9 @@ class Mapping:
     journals: dict[str, str] = field(default_factory=dict)
     purchase_account: str = ""
     sales_account: str = ""
+    # Document-level discounts on their own account ("" = deducted from the lines' account).
+    purchase_discount_account: str = ""
+    sales_discount_account: str = ""
     supplier_account: str = ""
     customer_account: str = ""
     debit_rounding_account: str = ""
@@ -201,12 +204,15 @@ def plan_invoice(invoice: InvoiceInput, doc_type: str, mapping: Mapping) -> Plan
     party = invoice.supplier if purchase else invoice.customer
     vat_table = mapping.purchase_vat if purchase else mapping.sales_vat
     default_account = mapping.purchase_account if purchase else mapping.sales_account
+    discount_account = (
+        mapping.purchase_discount_account if purchase else mapping.sales_discount_account
+    )
     lines = tuple(
         PlannedLine(
             description=_label(mapping.label, party.name, line.description, invoice.number),
             amount=line.amount,
             tax=_tax(vat_table, line, side),
-            accounts=tuple(dict.fromkeys(a for a in (line.account, default_account) if a)),
+            accounts=_accounts(line, default_account, discount_account),
         )
         for line in invoice.lines
     )
@@ -224,6 +230,13 @@ def plan_invoice(invoice: InvoiceInput, doc_type: str, mapping: Mapping) -> Plan
         tax=invoice.tax,
         tolerance=Decimal(mapping.rounding_tolerance),
     )
+
+
+def _accounts(line: InvoiceLine, default: str, discount: str) -> tuple[str, ...]:
+    """The line's own account, then the default; a discount goes to the discount account
+    when the office keeps discounts apart."""
+    first = discount if line.allowance and discount else line.account
+    return tuple(dict.fromkeys(a for a in (first, default) if a))
 
 
 def _tax(table: dict[str, str], line: InvoiceLine, side: str) -> str:

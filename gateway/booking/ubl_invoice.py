@@ -91,6 +91,7 @@ def _allowance_charge(el: etree._Element, sign: Decimal) -> InvoiceLine:
     return InvoiceLine(
         description=reason,
         amount=sign * (amount if charge else -amount),
+        allowance=not charge,
         tax=_tax_key(el.find("cac:TaxCategory", NS)),
     )
 

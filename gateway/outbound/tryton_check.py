@@ -13,6 +13,8 @@ from gateway.outbound.tryton_rpc import TrytonRpc
 ACCOUNT_KEYS = (
     ("purchase_account", "in", "expense"),
     ("sales_account", "out", "revenue"),
+    ("purchase_discount_account", "in", "expense"),
+    ("sales_discount_account", "out", "revenue"),
     ("supplier_account", "in", "payable"),
     ("customer_account", "out", "receivable"),
     ("debit_rounding_account", "", ""),

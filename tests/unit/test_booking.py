@@ -150,6 +150,21 @@ def test_plan_tries_the_documents_account_then_the_default() -> None:
     assert (plan.invoice_type, plan.journal, plan.lines[0].tax) == ("in", "EXP", "BTW 21%")
 
 
+def test_document_discounts_go_to_the_discount_account_when_kept_apart(corpus: Path) -> None:
+    invoice = invoice_from_ubl((corpus / "peppol-bis3" / "Allowance-example.xml").read_bytes())
+    vat = {str(line.tax): "tax" for line in invoice.lines}
+    apart = Mapping(purchase_vat=vat, purchase_account="604", purchase_discount_account="608")
+    planned = plan_invoice(invoice, "purchase_invoice", apart)
+    discounts = [
+        p.accounts for p, line in zip(planned.lines, invoice.lines, strict=True) if line.allowance
+    ]
+    assert discounts and all(accounts == ("608", "604") for accounts in discounts)
+    deducted = plan_invoice(
+        invoice, "purchase_invoice", Mapping(purchase_vat=vat, purchase_account="604")
+    )
+    assert all("608" not in p.accounts for p in deducted.lines)
+
+
 def test_unmapped_vat_rate_is_refused_with_the_mapping_code() -> None:
     unmapped = _invoice(lines=(InvoiceLine("x", Decimal(1), TaxKey("S", Decimal(6))),))
     with pytest.raises(BookingRefused) as refused:
