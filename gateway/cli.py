@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import cli_rules, config, office
+from gateway.commands import mapping as mapping_commands
 from gateway.commands import queue as queue_commands
 from gateway.commands.common import (
     Refused,
@@ -36,6 +37,7 @@ from gateway.outbound import queue
 from gateway.store.db import SchemaOutdated, Store, check_current, open_store, upgrade
 from gateway.store.models import (
     Delivery,
+    DeliveryState,
     DocStatus,
     Document,
     Dossier,
@@ -101,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pw.add_argument("user")
     pw.set_defaults(func=cmd_smtp_password)
+    mapping_commands.register(sub)
     return parser
 
 
@@ -157,7 +160,7 @@ def _integration_commands(sub: Any) -> None:
     group = sub.add_parser("integration", help="integrations").add_subparsers(required=True)
     add = group.add_parser("add", help="create or update an integration")
     add.add_argument("name")
-    add.add_argument("--kind", required=True, help="directory or sftp")
+    add.add_argument("--kind", required=True, help="directory, sftp or tryton")
     add.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE", help="kind option (repeat)"
     )
@@ -422,6 +425,9 @@ def cmd_integration_test(args: argparse.Namespace) -> int:
         if row is None:
             raise Refused(f"no integration named {args.name!r} (see `gateway integration list`)")
         kind, options = row.kind, dict(row.options)
+        broken = _last_broken(session, row)
+    if broken:
+        print(broken)
     steps = asyncio.run(probe.run(kind, args.name, options))
     failed = [s for s in steps if not s.ok]
     with store.session.begin() as session:
@@ -434,6 +440,23 @@ def cmd_integration_test(args: argparse.Namespace) -> int:
     rows = [{"step": s.name, "ok": s.ok, "detail": s.detail} for s in steps]
     emit(rows, args.json, _step_line)
     return EX_REFUSED if failed else 0
+
+
+BROKEN_CODES = ("login-refused", "integration-broken", "auth-failed")
+
+
+def _last_broken(session: Session, row: Integration) -> str:
+    """Say so when the integration's latest delivery found it broken (a refused login)."""
+    last = session.scalars(
+        select(Delivery)
+        .where(Delivery.integration_id == row.id, Delivery.state != DeliveryState.QUEUED)
+        .order_by(Delivery.updated_at.desc())
+        .limit(1)
+    ).first()
+    if last is None or last.last_error_code not in BROKEN_CODES:
+        return ""
+    since = f"{last.updated_at:%Y-%m-%d %H:%M:%S}Z"
+    return f"integration {row.name}: broken since {since}: {last.last_error_text}"
 
 
 def doc_view(doc: Document) -> dict[str, Any]:

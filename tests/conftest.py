@@ -17,6 +17,7 @@ from corpus_dir import CORPUS
 from integration.dovecot import Dovecot, start_dovecot
 from integration.mailservers import Postfix, start_postfix
 from integration.servers import Postgres, ServerUnavailable, Sshd, start_postgres, start_sshd
+from integration.tryton_server import TrytonServer, TrytonTemplate, build_template, start_tryton
 
 T = TypeVar("T")
 
@@ -69,6 +70,38 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postfix]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tryton_template(tmp_path_factory: pytest.TempPathFactory) -> TrytonTemplate:
+    """Tryton's schema, Belgian chart, company and users: built once per run (30-100 s).
+
+    A developer iterating may point GATEWAY_TRYTON_TEMPLATE at a directory: it is built there
+    once and reused by later runs (delete it after changing tryton_setup.py).
+    """
+    keep = os.environ.get("GATEWAY_TRYTON_TEMPLATE")
+    if keep and TrytonTemplate(Path(keep)).sqlite.is_file():
+        return TrytonTemplate(Path(keep))
+    workdir = Path(keep) if keep else tmp_path_factory.mktemp("tryton-template")
+    return _start_or_skip(build_template, workdir)
+
+
+@pytest.fixture
+def tryton_factory(
+    tryton_template: TrytonTemplate, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], TrytonServer]]:
+    """Start fresh trytond servers on copies of the template (~1 s each); all stopped after."""
+    started: list[TrytonServer] = []
+
+    def start() -> TrytonServer:
+        started.append(start_tryton(tryton_template, tmp_path_factory.mktemp("trytond")))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.booking.mapping import Mapping, parse_mapping
 from gateway.config import ConfigError, read_table
 from gateway.outbound.base import Adapter
 from gateway.outbound.naming import (
@@ -139,12 +141,32 @@ class HttpOptions:
     concurrency: int = _concurrency()
 
 
-Options = DirectoryOptions | SftpOptions | MailboxOptions | HttpOptions
+@dataclass(frozen=True)
+class TrytonOptions:
+    """Tryton's JSON-RPC; `mapping` is its own table, checked by `parse_mapping`."""
+
+    url: str = field(
+        metadata={
+            "check": lambda v: v.startswith(("http://", "https://")),
+            "expected": "an http:// or https:// URL",
+        }
+    )
+    database: str
+    username: str
+    password_file: Path
+    timeout: float = field(
+        default=60.0, metadata={"check": lambda v: v > 0, "expected": "seconds > 0"}
+    )
+    mapping: Mapping = field(default_factory=Mapping)
+
+
+Options = DirectoryOptions | SftpOptions | MailboxOptions | HttpOptions | TrytonOptions
 OPTIONS: dict[str, type[Options]] = {
     "directory": DirectoryOptions,
     "sftp": SftpOptions,
     "mailbox": MailboxOptions,
     "http": HttpOptions,
+    "tryton": TrytonOptions,
 }
 
 
@@ -153,13 +175,17 @@ def parse_options(kind: str, options: dict[str, Any], source: str, prefix: str) 
     if kind not in OPTIONS:
         known = ", ".join(sorted(OPTIONS))
         raise ConfigError(source, f"{prefix}kind", f"unknown kind {kind!r} (known: {known})")
-    parsed = read_table(OPTIONS[kind], options, source, prefix)
+    scalars = {k: v for k, v in options.items() if not (kind == "tryton" and k == "mapping")}
+    parsed = read_table(OPTIONS[kind], scalars, source, prefix)
     if isinstance(parsed, SftpOptions):
         _check_sftp(parsed, source, prefix)
     if isinstance(parsed, MailboxOptions):
         _check_mailbox(parsed, source, prefix)
     if isinstance(parsed, HttpOptions):
         _check_http(parsed, source, prefix)
+    if isinstance(parsed, TrytonOptions):
+        mapping = parse_mapping(options.get("mapping", {}), source, f"{prefix}mapping.")
+        parsed = dataclasses.replace(parsed, mapping=mapping)
     return parsed
 
 
@@ -221,6 +247,10 @@ def _is_loopback(host: str) -> bool:
 
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
     opts = parse_options(kind, options, f"integration {name!r}", "")
+    if isinstance(opts, TrytonOptions):
+        from gateway.outbound.tryton import TrytonAdapter
+
+        return TrytonAdapter(name, opts)
     if isinstance(opts, DirectoryOptions):
         from gateway.outbound.directory import DirectoryAdapter
 

@@ -24,6 +24,7 @@ from gateway.outbound.kinds import (
     HttpOptions,
     MailboxOptions,
     SftpOptions,
+    TrytonOptions,
     parse_options,
 )
 from gateway.outbound.naming import check_upload_path
@@ -73,6 +74,8 @@ async def run(kind: str, name: str, options: dict[str, Any]) -> list[Step]:
         await _sftp(probe, name, opts)
     elif isinstance(opts, MailboxOptions):
         await _mailbox(probe, opts)
+    elif isinstance(opts, TrytonOptions):
+        await _tryton(probe, name, opts)
     else:
         await _http(probe, opts)
     return probe.steps
@@ -199,3 +202,19 @@ async def _http(probe: Probe, opts: HttpOptions) -> None:
 
     await probe.step("secret", secret)
     await probe.step("reach", reach)
+
+
+async def _tryton(probe: Probe, name: str, opts: TrytonOptions) -> None:
+    """One login, never retried: the package locks a user out after five wrong tries."""
+    from gateway.outbound.tryton import TrytonAdapter
+
+    adapter = TrytonAdapter(name, opts)
+
+    async def login() -> str:
+        found = await adapter.test()
+        return f"logged in as {found['user']} (company {found['company']})"
+
+    try:
+        await probe.step("login", login)
+    finally:
+        await adapter.close()
