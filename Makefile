@@ -6,7 +6,7 @@ CONFIG ?= config/gateway.example.toml
 APT_PACKAGES := openssh-server postgresql dovecot-imapd postfix
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv test-deps lint
+.PHONY: run test venv test-deps lint bench
 
 $(VENV)/.installed: pyproject.toml
 	@python3 -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -q && \
@@ -36,3 +36,7 @@ lint: venv
 
 test: test-deps lint
 	$(VENV)/bin/pytest -q
+
+# Benchmarks need Postfix (smtp-source, smtp-sink, a private instance) and sshd; not run by CI.
+bench: venv test-deps
+	$(PY) -m bench

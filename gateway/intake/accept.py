@@ -4,6 +4,11 @@ Only after `accept_message` returns may a door acknowledge (SMTP 250, IMAP post-
 removal). The same raw message (same Message-ID and bytes) for the same dossiers is stored once,
 whichever door it came through: a second arrival returns the first row, so a client retrying
 after a lost 250, an IMAP re-scan and a file dropped twice all end in one message.
+
+Two ways in, one row: `accept_message` takes bytes in memory (IMAP, folder); the SMTP door
+streams DATA to a spool file, `adopt_spooled` makes that file the blob, and `commit_arrivals`
+commits the rows of many sessions in one transaction (`group_commit`). Both build the row with
+`arrive` and insert it with `_insert`, so key, columns, event and metrics cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -20,10 +26,13 @@ from sqlalchemy.orm import Session
 
 from gateway import metrics
 from gateway.intake import mime
+from gateway.intake.spool import Spooled
 from gateway.store.db import Store
 from gateway.store.models import Event, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
+# A header block longer than this is read no further: the rest is body for our purposes.
+HEAD_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,17 @@ class Accepted:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A message made durable as a blob, whose row is not committed yet."""
+
+    intake_key: str
+    # The `Message` columns; a fresh row is built from them for every commit attempt.
+    fields: dict[str, Any]
+    # When intake began, for the INTAKE_SECONDS histogram.
+    started: float = field(default_factory=time.monotonic)
+
+
 # Called inside the storing transaction with the message's id (IMAP records its UID there).
 Recorder = Callable[[Session, int], None]
 
@@ -56,6 +76,41 @@ Recorder = Callable[[Session, int], None]
 def intake_key(message_id: str, digest: str, routes: list[Route]) -> str:
     dossiers = ",".join(sorted({r.dossier for r in routes}))
     return hashlib.sha256(f"{message_id}\0{digest}\0{dossiers}".encode()).hexdigest()
+
+
+def arrive(
+    raw_head: bytes,
+    digest: str,
+    size: int,
+    envelope: Envelope,
+    *,
+    started: float,
+    quarantine: str = "",
+    auth: dict[str, Any] | None = None,
+) -> Arrival:
+    """The row of a message whose blob `digest` is durable: the one place columns are chosen.
+
+    `raw_head` is the message's header block (or the whole message); nothing past it is read.
+    """
+    head = mime.headers(mime.parse(raw_head, headers_only=True))
+    key = intake_key(head.message_id, digest, envelope.routes)
+    fields: dict[str, Any] = {
+        "source": envelope.source,
+        "intake_key": key,
+        "mail_from": envelope.mail_from,
+        "recipients": envelope.recipients,
+        "header_from": head.header_from,
+        "message_id": head.message_id,
+        "subject": head.subject,
+        "raw_sha256": digest,
+        "size": size,
+        "source_ref": envelope.source_ref,
+        "routes": [{"dossier": r.dossier, "hint": r.hint} for r in envelope.routes],
+        "auth": auth or {},
+    }
+    if quarantine:
+        fields |= {"verdict": "quarantined", "reason": quarantine, "processed_at": utcnow()}
+    return Arrival(key, fields, started)
 
 
 def accept_message(
@@ -73,45 +128,104 @@ def accept_message(
     the doors that cannot refuse (IMAP, folder) use it for senders their dossier does not allow.
     """
     started = time.monotonic()
-    head = mime.headers(mime.parse(raw, headers_only=True))
     digest = store.blobs.put(raw)
-    key = intake_key(head.message_id, digest, envelope.routes)
-    row = Message(
-        source=envelope.source,
-        intake_key=key,
-        mail_from=envelope.mail_from,
-        recipients=envelope.recipients,
-        header_from=head.header_from,
-        message_id=head.message_id,
-        subject=head.subject,
-        raw_sha256=digest,
-        size=len(raw),
-        source_ref=envelope.source_ref,
-        routes=[{"dossier": r.dossier, "hint": r.hint} for r in envelope.routes],
-        auth=auth or {},
+    arrival = arrive(
+        raw, digest, len(raw), envelope, started=started, quarantine=quarantine, auth=auth
     )
-    if quarantine:
-        row.verdict = "quarantined"
-        row.reason = quarantine
-        row.processed_at = utcnow()
     try:
         with store.session.begin() as session:
-            session.add(row)
-            session.flush()
-            detail = {"size": len(raw), "source": envelope.source}
-            kind = "message_quarantined" if quarantine else "message_accepted"
-            session.add(Event(kind=kind, message_id=row.id, detail=detail | _why(quarantine)))
+            (row,) = _insert(session, [arrival])
             if record is not None:
                 record(session, row.id)
     except IntegrityError:
-        return _first(store, key, record)
-    metrics.MESSAGES_RECEIVED.labels(envelope.source).inc()
-    metrics.INTAKE_SECONDS.labels(envelope.source).observe(time.monotonic() - started)
+        return _first(store, arrival.intake_key, record)
+    _received(arrival)
     return Accepted(row.id, duplicate=False)
 
 
-def _why(quarantine: str) -> dict[str, str]:
-    return {"reason": quarantine} if quarantine else {}
+def adopt_spooled(
+    store: Store,
+    spooled: Spooled,
+    envelope: Envelope,
+    *,
+    raw_head: bytes | None = None,
+    auth: dict[str, Any] | None = None,
+) -> Arrival:
+    """Move a spooled (already fsync'd) message into the blob store and build its row.
+
+    Blocking (rename, directory fsync), so call it from a thread. Only the header block is
+    read, and not even that when the caller has read it already (`raw_head`).
+    """
+    started = time.monotonic()
+    head = read_head(spooled.path) if raw_head is None else raw_head
+    store.blobs.adopt(spooled.path, spooled.sha256)
+    return arrive(head, spooled.sha256, spooled.size, envelope, started=started, auth=auth)
+
+
+def accept_spooled(store: Store, spooled: Spooled, envelope: Envelope) -> Accepted:
+    """`accept_message` for a message already on disk: the one-at-a-time form of intake."""
+    return commit_arrivals(store, [adopt_spooled(store, spooled, envelope)])[0]
+
+
+def commit_arrivals(store: Store, arrivals: list[Arrival]) -> list[Accepted]:
+    """Commit many arrivals' rows in one transaction; a row seen before answers as a duplicate.
+
+    One commit (one fsync of the database log) for the whole batch is what makes concurrent
+    sessions cheap. Should another writer insert the same key between our look-up and commit,
+    the batch is retried one row at a time, which sorts that out row by row.
+    """
+    try:
+        return _commit_batch(store, arrivals)
+    except IntegrityError:
+        if len(arrivals) == 1:
+            return [_first(store, arrivals[0].intake_key, None)]
+        return [commit_arrivals(store, [arrival])[0] for arrival in arrivals]
+
+
+def _commit_batch(store: Store, arrivals: list[Arrival]) -> list[Accepted]:
+    keys = [a.intake_key for a in arrivals]
+    with store.session.begin() as session:
+        rows = session.execute(
+            select(Message.intake_key, Message.id).where(Message.intake_key.in_(keys))
+        )
+        known: dict[str, int] = {key: message_id for key, message_id in rows}
+        fresh: dict[str, Arrival] = {}
+        for arrival in arrivals:
+            if arrival.intake_key not in known:
+                fresh.setdefault(arrival.intake_key, arrival)
+        inserted = _insert(session, list(fresh.values()))
+    ids = known | {key: row.id for key, row in zip(fresh, inserted, strict=True)}
+    results: list[Accepted] = []
+    for arrival in arrivals:
+        new = fresh.pop(arrival.intake_key, None) is arrival
+        if new:
+            _received(arrival)
+        results.append(Accepted(ids[arrival.intake_key], duplicate=not new))
+    return results
+
+
+def _insert(session: Session, arrivals: list[Arrival]) -> list[Message]:
+    """Add the rows of `arrivals` and each one's intake event; flushed, so ids are known."""
+    rows = [Message(**arrival.fields) for arrival in arrivals]
+    session.add_all(rows)
+    session.flush()
+    session.add_all(_event(row) for row in rows)
+    return rows
+
+
+def _event(row: Message) -> Event:
+    detail = {"size": row.size, "source": row.source}
+    if row.verdict == "quarantined":
+        detail["reason"] = row.reason
+        return Event(kind="message_quarantined", message_id=row.id, detail=detail)
+    return Event(kind="message_accepted", message_id=row.id, detail=detail)
+
+
+def _received(arrival: Arrival) -> None:
+    """Count a message whose row has just been committed (not a duplicate)."""
+    source = arrival.fields["source"]
+    metrics.MESSAGES_RECEIVED.labels(source).inc()
+    metrics.INTAKE_SECONDS.labels(source).observe(time.monotonic() - arrival.started)
 
 
 def _first(store: Store, key: str, record: Recorder | None) -> Accepted:
@@ -122,3 +236,12 @@ def _first(store: Store, key: str, record: Recorder | None) -> Accepted:
         if record is not None:
             record(session, first)
     return Accepted(first, duplicate=True)
+
+
+def read_head(path: Path) -> bytes:
+    """The header block of the message in `path` (up to the first empty line), bounded by
+    HEAD_LIMIT; blocking, so call it from a thread."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_LIMIT)
+    end = head.find(b"\r\n\r\n")
+    return head if end < 0 else head[: end + 4]

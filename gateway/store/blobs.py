@@ -40,6 +40,26 @@ class BlobStore:
         fsync_dir(final.parent)
         return digest
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where messages are written while they arrive: same file system, so `adopt` renames."""
+        return self.root / ".spool"
+
+    def adopt(self, source: Path, digest: str) -> None:
+        """Make the fsync'd file `source`, whose sha256 is `digest`, the blob `digest`.
+
+        The caller vouches for the digest (it hashed the bytes while writing them). If the blob
+        exists already, `source` is simply removed. Blocking (rename, directory fsync): many
+        callers in parallel threads let the file system share one journal commit among them.
+        """
+        final = self.path(digest)
+        if final.exists():
+            source.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, final)
+        fsync_dir(final.parent)
+
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 

@@ -1,32 +1,36 @@
-"""Checks on an SMTP transaction's raw bytes, kept apart from aiosmtpd so that a streaming DATA
-reader can call the same functions on what it has read."""
+"""Checks on an SMTP transaction's raw bytes and the replies they give, kept apart from aiosmtpd
+so that the streaming DATA reader (`gateway.intake.smtp_data`) refuses with the same words."""
 
 from __future__ import annotations
 
-import re
+import errno
 
 from gateway.intake import mime
 from gateway.intake.senders import allowlist
 
-# A CR not followed by LF, or an LF not preceded by CR: the raw material of SMTP smuggling
-# (CVE-2023-51764 class). RFC 5321 §2.3.8 forbids both in DATA; we refuse rather than repair.
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-
+# A CR not followed by LF, or an LF not preceded by CR, found by `data_decoder`: the raw material
+# of SMTP smuggling (CVE-2023-51764 class). RFC 5321 §2.3.8 forbids both in DATA; we refuse
+# rather than repair.
 BARE_LINE_ENDING = (
     "550 5.6.0 Message refused: bare CR or LF in the content (every line must end in CRLF)"
 )
+TOO_BIG = "552 5.3.4 Message too big for system"
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
+NO_ROOM = "452 4.3.1 Insufficient system storage, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 # Postfix's hopcount_limit: more Received headers than this is a mail loop (RFC 5321 §6.3).
 MAX_HOPS = 50
 LOOP = f"554 5.4.6 Too many hops (more than {MAX_HOPS} Received headers): mail loop"
 
 
-def has_bare_line_ending(data: bytes) -> bool:
-    return _BARE.search(data) is not None
-
-
 def is_looping(raw: bytes) -> bool:
     return len(mime.header_values(raw, "Received")) > MAX_HOPS
+
+
+def storage_failure(exc: OSError) -> str:
+    """A full disk or quota is the system's storage (452 4.3.1); anything else is 451 4.3.0."""
+    return NO_ROOM if exc.errno in (errno.ENOSPC, errno.EDQUOT) else TEMPFAIL
 
 
 def refusal(verdict: allowlist.Verdict) -> str:

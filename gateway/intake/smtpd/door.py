@@ -2,9 +2,12 @@
 
 Routing is on the envelope recipient only: an address no dossier owns is refused at RCPT, so
 the gateway can never relay. A sender a dossier does not allow is refused at RCPT when the
-envelope already shows it, else after DATA, with `550 5.7.1`. `250` is answered only after
-`accept_message` has fsync'd the raw message and committed its row; any failure on the way
-answers `451 4.3.0` so the client keeps the message and tries again, never aiosmtpd's `500`.
+envelope already shows it, else after DATA, with `550 5.7.1`. DATA streams into an fsync'd
+spool file (`smtp_data`) with bounded memory; the checks read its header block back (and the
+whole file only for DKIM/SPF alignment), then the file becomes the blob by rename and its row
+is committed together with other sessions' (`group_commit`). `250` is answered only after that
+commit; a full disk answers `452 4.3.1`, any other failure `451 4.3.0`, so the client keeps the
+message and tries again, never aiosmtpd's `500`.
 
 Limits are explicit (size, recipients, line length, sessions, idle time) and every refusal
 carries an enhanced status code, including the replies aiosmtpd words itself.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
+import functools
 import secrets
 import ssl
 from collections.abc import Callable
@@ -26,31 +29,32 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway import metrics
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import mime, routing
+from gateway.intake import mime, routing, spool
+from gateway.intake.accept import Accepted, Route, adopt_spooled, commit_arrivals, read_head
 from gateway.intake.accept import Envelope as IntakeEnvelope
-from gateway.intake.accept import Route, accept_message
+from gateway.intake.group_commit import GroupCommitter
 from gateway.intake.senders import allowlist, authentication
+from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks, login
+from gateway.intake.smtpd.checks import NO_ROOM, TEMPFAIL
+from gateway.intake.spool import DURABLE_IO, Spooled
 from gateway.office import allowed_patterns
 from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
 
-TEMPFAIL = "451 4.3.0 Requested action aborted: local error in processing, try again later"
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 HARVESTING = "421 4.7.0 Too many unknown recipients, closing connection"
-NO_ROOM = "452 4.3.1 Insufficient system storage, try again later"
 # Replies after which the server hangs up, as RFC 5321 §3.8 expects of a 421.
 CLOSING = frozenset({HARVESTING})
 # aiosmtpd's own replies, given the enhanced status codes of RFC 3463.
 ENHANCED = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "552 Error: Too much mail data": checks.TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 Message size exceeds fixed maximum message size"
     ),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
 
@@ -114,10 +118,13 @@ class SessionGate:
         return len(cut)
 
 
-class GatewaySMTP(SMTP):
+class GatewaySMTP(StreamingSMTP):
     def __init__(self, handler: Handler, gate: SessionGate, line_length: int, **kw: Any) -> None:
+        # aiosmtpd sizes its reader by it; `line_length` counts the CRLF, the decoder does not.
         self.line_length_limit = line_length
-        super().__init__(handler, **kw)
+        super().__init__(
+            handler, spool_dir=handler.store.blobs.spool_dir, max_line_chars=line_length - 2, **kw
+        )
         self.gate = gate
 
     def _create_envelope(self) -> GatewayEnvelope:
@@ -166,6 +173,10 @@ class Handler:
     smtp: SmtpSettings
     intake: IntakeSettings
     authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
+    committer: GroupCommitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = GroupCommitter(functools.partial(commit_arrivals, self.store))
 
     async def handle_MAIL(
         self,
@@ -217,48 +228,63 @@ class Handler:
             envelope.targets.append(target)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: GatewayEnvelope) -> str:
-        raw = envelope.original_content
-        if not isinstance(raw, bytes):
-            return "554 5.6.0 Message content could not be read"
-        if checks.has_bare_line_ending(raw):
-            log.info("smtp_bare_line_ending", peer=_peer(session), size=len(raw))
-            return checks.BARE_LINE_ENDING
-        if checks.is_looping(raw):
-            log.warning("smtp_mail_loop", peer=_peer(session), size=len(raw))
-            return checks.LOOP
+    async def handle_SPOOLED(
+        self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
+    ) -> str:
+        """The end of DATA: the message is fsync'd in the spool, which is now ours to adopt or
+        remove. Refusals and failures remove it; `250` only once its row is committed."""
+        assert isinstance(envelope, GatewayEnvelope)  # `GatewaySMTP` creates no other kind
         try:
-            refusal, auth = await self._check_senders(session, envelope, raw)
-            if refusal:
-                return refusal
-            intake = IntakeEnvelope(
-                "smtp",
-                envelope.mail_from or "",
-                list(envelope.rcpt_tos),
-                routes=[t.route for t in envelope.targets],
-            )
-            accepted = await asyncio.to_thread(accept_message, self.store, raw, intake, auth=auth)
+            reply, accepted = await self._take(session, envelope, spooled)
         except OSError as exc:
-            log.exception("smtp_accept_failed", peer=_peer(session), size=len(raw))
-            return NO_ROOM if exc.errno in (errno.ENOSPC, errno.EDQUOT) else TEMPFAIL
+            log.exception("smtp_accept_failed", peer=_peer(session), size=spooled.size)
+            reply, accepted = checks.storage_failure(exc), None
         except Exception:
-            log.exception("smtp_accept_failed", peer=_peer(session), size=len(raw))
-            return TEMPFAIL
+            log.exception("smtp_accept_failed", peer=_peer(session), size=spooled.size)
+            reply, accepted = TEMPFAIL, None
+        if accepted is None:
+            await asyncio.to_thread(spooled.path.unlink, missing_ok=True)
+            return reply
         log.info(
             "message_accepted",
             message=accepted.message_id,
             duplicate=accepted.duplicate,
-            size=len(raw),
+            size=spooled.size,
             rcpts=len(envelope.rcpt_tos),
         )
         self.on_accept()
         return f"250 2.0.0 Ok: queued as {accepted.message_id}"
 
+    async def _take(
+        self, session: Session, envelope: GatewayEnvelope, spooled: Spooled
+    ) -> tuple[str, Accepted | None]:
+        """The checks on the message, then its adoption and commit: (refusal, None) or
+        ("", accepted)."""
+        head = await asyncio.to_thread(read_head, spooled.path)
+        if checks.is_looping(head):
+            log.warning("smtp_mail_loop", peer=_peer(session), size=spooled.size)
+            return checks.LOOP, None
+        refusal, auth = await self._check_senders(session, envelope, head, spooled)
+        if refusal:
+            return refusal, None
+        intake = IntakeEnvelope(
+            "smtp",
+            envelope.mail_from or "",
+            list(envelope.rcpt_tos),
+            routes=[t.route for t in envelope.targets],
+        )
+        adopt = functools.partial(
+            adopt_spooled, self.store, spooled, intake, raw_head=head, auth=auth
+        )
+        arrival = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, adopt)
+        return "", await self.committer.commit(arrival)
+
     async def _check_senders(
-        self, session: Session, envelope: GatewayEnvelope, raw: bytes
+        self, session: Session, envelope: GatewayEnvelope, head: bytes, spooled: Spooled
     ) -> tuple[str, dict[str, Any]]:
         """("", evidence) when every dossier of the transaction allows this message, else
-        the refusal of the first that does not."""
+        the refusal of the first that does not. The From header comes from the header block
+        `head`; the whole message is read only when DKIM/SPF alignment must be evaluated."""
         guarded = [t for t in envelope.targets if t.patterns]
         policy = allowlist.SenderPolicy(self.intake.sender_policy)
         if not guarded:
@@ -269,11 +295,8 @@ class Handler:
             policy = allowlist.SenderPolicy.HEADER
             evidence = authentication.Evidence(results={"smtp_auth": session.login_data.decode()})
         elif policy is allowlist.SenderPolicy.ALIGNED:
-            peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
-            evidence = await asyncio.to_thread(
-                self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
-            )
-        from_values = mime.header_values(raw, "From")
+            evidence = await self._evidence(session, envelope, spooled)
+        from_values = mime.header_values(head, "From")
         for target in guarded:
             verdict = allowlist.check_message(
                 target.route.dossier,
@@ -288,6 +311,16 @@ class Handler:
                 log.info("smtp_sender_refused", dossier=target.route.dossier, at="data")
                 return checks.refusal(verdict), evidence.results
         return "", evidence.results
+
+    async def _evidence(
+        self, session: Session, envelope: GatewayEnvelope, spooled: Spooled
+    ) -> authentication.Evidence:
+        """SPF and DKIM results; DKIM hashes the whole message, so this reads the file."""
+        raw = await asyncio.to_thread(spooled.path.read_bytes)
+        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
+        return await asyncio.to_thread(
+            self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp_session_error", error=repr(error))
@@ -340,6 +373,9 @@ async def start(
     intake: IntakeSettings | None = None,
 ) -> SmtpDoor:
     handler = Handler(store, on_accept, settings, intake or IntakeSettings())
+    swept = await asyncio.to_thread(spool.sweep, store.blobs.spool_dir, 2 * settings.timeout)
+    if swept:
+        log.info("smtp_spool_swept", files=swept)
     gate = SessionGate(settings.max_sessions)
     context = tls_context(settings)
     auth: dict[str, Any] = {}

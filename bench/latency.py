@@ -1,0 +1,142 @@
+"""End of DATA to a file renamed into a real sshd's drop folder, at a steady message rate.
+
+Open loop: a new SMTP session starts every 1/rate seconds whatever the gateway does, each
+carrying one Peppol invoice (a unique number), so every message becomes a document that the
+workers deliver over SFTP. The clock starts when the client has written the final `.CRLF` and
+stops at the delivered file's ctime, which the server's rename sets (kernel clock, a few ms
+coarse). Messages whose file has not landed within the wait are reported, not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+
+from bench.common import INTAKE_ADDRESS, REPO, Gateway, free_port, gateway_config, start_sshd, table
+
+INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
+LAND_TIMEOUT = 180.0
+
+
+def _message(n: int) -> bytes:
+    invoice = INVOICE.replace(b"INV-2026-0042", f"INV-LAT-{n:06d}".encode())
+    encoded = base64.encodebytes(invoice).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: lat@example.com\r\nTo: {INTAKE_ADDRESS}\r\nSubject: invoice {n}\r\n"
+            f"Message-ID: <lat-{n}-{time.time_ns()}@bench>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nInvoice attached.\r\n"
+            f"--b\r\nContent-Type: application/xml\r\nContent-Disposition: attachment; "
+            f'filename="lat-{n}.xml"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        ).encode()
+        + encoded
+        + b"--b--\r\n"
+    )
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line or line[3:4] != b"-":
+            return line
+
+
+async def _send(port: int, n: int, ends: dict[int, int], failed: list[str]) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _reply(reader)
+        for command in (b"EHLO bench\r\n", b"MAIL FROM:<lat@example.com>\r\n"):
+            writer.write(command)
+            await _reply(reader)
+        writer.write(f"RCPT TO:<{INTAKE_ADDRESS}>\r\n".encode())
+        await _reply(reader)
+        writer.write(b"DATA\r\n")
+        await _reply(reader)
+        writer.write(_message(n) + b".\r\n")
+        end = time.time_ns()
+        reply = await _reply(reader)
+        writer.write(b"QUIT\r\n")
+        writer.close()
+        if reply.startswith(b"250"):
+            ends[n] = end
+        else:
+            failed.append(f"{n}: {reply!r}")
+    except OSError as exc:
+        failed.append(f"{n}: {exc}")
+
+
+async def _load(port: int, rate: float, seconds: float) -> tuple[dict[int, int], list[str]]:
+    ends: dict[int, int] = {}
+    failed: list[str] = []
+    tasks = []
+    total = int(rate * seconds)
+    started = time.monotonic()
+    for n in range(total):
+        delay = started + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_send(port, n, ends, failed)))
+    await asyncio.wait_for(asyncio.gather(*tasks), LAND_TIMEOUT)
+    return ends, failed
+
+
+def _landed(drop: Path) -> dict[int, int]:
+    found = {}
+    for path in drop.glob("*-lat-*.xml"):
+        n = int(path.name.rsplit("-", 1)[1].removesuffix(".xml"))
+        found[n] = path.stat().st_ctime_ns
+    return found
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run(workdir: Path, rate: float, seconds: float) -> str:
+    sshd = start_sshd(workdir / "sshd")
+    try:
+        integration = f"""
+[[integrations]]
+name = "drop"
+kind = "sftp"
+host = "{sshd.host}"
+port = {sshd.port}
+username = "{sshd.username}"
+key_file = "{sshd.client_key}"
+host_key = "{sshd.host_key_line}"
+"""
+        port = free_port()
+        (workdir / "gateway").mkdir()
+        gateway = Gateway(workdir / "gateway", gateway_config(port, integration), port)
+        gateway.start()
+        try:
+            ends, failed = asyncio.run(_load(port, rate, seconds))
+            drop = sshd.root / "Invoice_import"
+            deadline = time.monotonic() + LAND_TIMEOUT
+            landed = _landed(drop) if drop.exists() else {}
+            while len(landed) < len(ends) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                landed = _landed(drop) if drop.exists() else {}
+        finally:
+            gateway.stop()
+    finally:
+        sshd.stop()
+    millis = [(landed[n] - end) / 1e6 for n, end in ends.items() if n in landed]
+    rows = [
+        ["messages sent / accepted", f"{int(rate * seconds)} / {len(ends)}"],
+        ["not accepted", str(len(failed))],
+        ["files landed", str(len(millis))],
+        ["p50 (ms)", f"{percentile(millis, 0.50):.0f}"],
+        ["p90 (ms)", f"{percentile(millis, 0.90):.0f}"],
+        ["p99 (ms)", f"{percentile(millis, 0.99):.0f}"],
+        ["max (ms)", f"{max(millis, default=float('nan')):.0f}"],
+        ["target p99 (ms)", "< 250"],
+    ]
+    for reason in failed[:3]:
+        print(f"  not accepted: {reason}")
+    title = f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s"
+    return table([title, "value"], rows)

@@ -1,0 +1,222 @@
+"""Spooled intake and group commit on a real SQLite database and blob store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from gateway.intake import accept
+from gateway.intake.accept import (
+    Accepted,
+    Arrival,
+    Envelope,
+    Route,
+    accept_message,
+    accept_spooled,
+    adopt_spooled,
+    commit_arrivals,
+)
+from gateway.intake.group_commit import GroupCommitter
+from gateway.intake.spool import Spooled, SpoolFile, sweep
+from gateway.store.db import Store, open_store, upgrade
+from gateway.store.models import Event, Message
+
+ENVELOPE = Envelope("smtp", "sender@example.com", ["demo@gateway.localhost"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = open_store(f"sqlite:///{tmp_path}/g.db", tmp_path / "blobs")
+    upgrade(store.engine)
+    return store
+
+
+def raw(n: int, body: bytes = b"hello\r\n") -> bytes:
+    return f"Message-ID: <m{n}@example.com>\r\nSubject: s{n}\r\n\r\n".encode() + body
+
+
+def spool(store: Store, data: bytes) -> Spooled:
+    file = SpoolFile(store.blobs.spool_dir)
+    for i in range(0, len(data), 100_000):
+        file.write(data[i : i + 100_000])
+        if file.needs_flush:
+            file.flush()
+    return file.finish()
+
+
+def count(store: Store, model: type[Message] | type[Event]) -> int:
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_spooled_message_becomes_a_blob_by_rename_and_a_row(store: Store) -> None:
+    data = raw(1, b"x" * 300_000 + b"\r\n")
+    spooled = spool(store, data)
+    accepted = accept_spooled(store, spooled, ENVELOPE)
+    assert not accepted.duplicate
+    assert not spooled.path.exists()
+    assert list(store.blobs.spool_dir.iterdir()) == []
+    with store.session() as session:
+        row = session.get(Message, accepted.message_id)
+        assert row is not None
+        assert (row.message_id, row.subject, row.size) == ("<m1@example.com>", "s1", len(data))
+        assert store.blobs.get(row.raw_sha256) == data
+
+
+def test_the_same_message_twice_is_one_row_whichever_door_took_it_first(store: Store) -> None:
+    first = accept_message(store, raw(2), ENVELOPE)
+    again = accept_spooled(store, spool(store, raw(2)), ENVELOPE)
+    assert again == Accepted(first.message_id, duplicate=True)
+    assert list(store.blobs.spool_dir.iterdir()) == []
+    assert count(store, Message) == 1
+
+
+def test_both_ways_in_build_the_same_row(store: Store) -> None:
+    routed = Envelope("smtp", "s@example.com", ["acme+bank@x"], [Route("acme", "bank")], "ref")
+    first = accept_message(store, raw(3), routed, auth={"spf": "pass"})
+    other_dossier = Envelope("smtp", "s@example.com", ["beta@x"], [Route("beta")])
+    arrivals = [
+        adopt_spooled(store, spool(store, raw(3)), routed, auth={"spf": "pass"}),
+        adopt_spooled(store, spool(store, raw(3)), other_dossier),
+    ]
+    again, beta = commit_arrivals(store, arrivals)
+    assert again == Accepted(first.message_id, duplicate=True) and not beta.duplicate
+    with store.session() as session:
+        one, two = (session.get(Message, a.message_id) for a in (first, beta))
+        assert one is not None and two is not None
+        assert (one.routes, one.auth, one.source_ref) == (
+            [{"dossier": "acme", "hint": "bank"}],
+            {"spf": "pass"},
+            "ref",
+        )
+        assert (two.routes, two.raw_sha256) == ([{"dossier": "beta", "hint": ""}], one.raw_sha256)
+        kinds = session.scalars(select(Event.kind)).all()
+    assert kinds == ["message_accepted", "message_accepted"]
+
+
+def test_a_batch_commits_once_and_answers_each_arrival(store: Store) -> None:
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(5)]
+    arrivals.append(arrivals[1])
+    results = commit_arrivals(store, arrivals)
+    assert [r.duplicate for r in results] == [False] * 5 + [True]
+    assert results[5].message_id == results[1].message_id
+    assert len({r.message_id for r in results}) == 5
+    assert count(store, Message) == 5 and count(store, Event) == 5
+    again = commit_arrivals(store, arrivals[:2])
+    assert again == [Accepted(r.message_id, duplicate=True) for r in results[:2]]
+
+
+def test_a_key_inserted_behind_our_back_falls_back_to_row_by_row(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(3)]
+    original = accept._commit_batch
+    calls: list[int] = []
+
+    def racing(store_: Store, batch: list[Arrival]) -> list[Accepted]:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            original(store_, [batch[1]])  # another writer wins the race for one key
+            return original(store_, [*batch[:1], _stale(batch[1]), *batch[2:]])
+        return original(store_, batch)
+
+    monkeypatch.setattr(accept, "_commit_batch", racing)
+    results = commit_arrivals(store, arrivals)
+    assert calls[0] == 3 and calls[1:] == [1, 1, 1]
+    assert [r.duplicate for r in results] == [False, True, False]
+    assert count(store, Message) == 3
+
+
+def _stale(arrival: Arrival) -> Arrival:
+    """An arrival whose look-up will miss: same row, but the batch checks a different key."""
+    return Arrival(arrival.intake_key + "-unseen", arrival.fields)
+
+
+def test_concurrent_sessions_share_commits_and_each_waits_for_its_own(store: Store) -> None:
+    batches: list[int] = []
+    gate = threading.Event()
+
+    def commit(batch: list[Arrival]) -> list[Accepted]:
+        gate.wait(5)
+        batches.append(len(batch))
+        return commit_arrivals(store, batch)
+
+    async def main() -> list[Accepted]:
+        committer = GroupCommitter(commit, max_batch=8)
+        arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(20)]
+        tasks = [asyncio.create_task(committer.commit(arrivals[0]))]
+        await asyncio.sleep(0.05)  # the first commit is now running, held at the gate
+        tasks += [asyncio.create_task(committer.commit(a)) for a in arrivals[1:]]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in tasks), "answered before any commit"
+        gate.set()
+        return await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    results = asyncio.run(main())
+    assert batches == [1, 8, 8, 3]
+    assert len({r.message_id for r in results}) == 20
+    assert count(store, Message) == 20
+
+
+def test_a_failed_commit_fails_every_session_in_the_batch(store: Store) -> None:
+    def broken(batch: list[Arrival]) -> list[Accepted]:
+        raise OSError("disk full")
+
+    async def main() -> list[BaseException | Accepted]:
+        committer = GroupCommitter(broken)
+        arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(3)]
+        return await asyncio.gather(
+            *(committer.commit(a) for a in arrivals), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, OSError) for r in results)
+    assert count(store, Message) == 0
+
+
+def test_sweep_removes_only_spool_files_nobody_can_still_be_writing(store: Store) -> None:
+    directory = store.blobs.spool_dir
+    directory.mkdir(parents=True)
+    old, fresh, other = directory / "in-old", directory / "in-fresh", directory / "keep.txt"
+    for path in (old, fresh, other):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 700, time.time() - 700))
+    os.utime(other, (time.time() - 700, time.time() - 700))
+    assert sweep(directory, older_than=600) == 1
+    assert sorted(p.name for p in directory.iterdir()) == ["in-fresh", "keep.txt"]
+    assert sweep(store.blobs.root / "missing", older_than=600) == 0
+
+
+def test_a_busy_database_is_retried_before_anyone_is_told_451(store: Store) -> None:
+    calls: list[int] = []
+
+    def busy_twice(batch: list[Arrival]) -> list[Accepted]:
+        calls.append(len(batch))
+        if len(calls) <= 2:
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return commit_arrivals(store, batch)
+
+    def always_busy(batch: list[Arrival]) -> list[Accepted]:
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+
+    async def main() -> tuple[Accepted, BaseException | Accepted]:
+        arrival = adopt_spooled(store, spool(store, raw(1)), ENVELOPE)
+        ok = await GroupCommitter(busy_twice, attempts=3).commit(arrival)
+        other = adopt_spooled(store, spool(store, raw(2)), ENVELOPE)
+        failed = await asyncio.gather(
+            GroupCommitter(always_busy, attempts=3).commit(other), return_exceptions=True
+        )
+        return ok, failed[0]
+
+    ok, failed = asyncio.run(main())
+    assert calls == [1, 1, 1] and not ok.duplicate
+    assert isinstance(failed, OperationalError)
+    assert count(store, Message) == 1
