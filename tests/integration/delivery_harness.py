@@ -113,4 +113,5 @@ class Harness:
                 await asyncio.sleep(0.05)
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Bounded too: a runner that cannot stop is a failure, not a hung test run.
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
