@@ -114,4 +114,5 @@ class Harness:
         finally:
             task.cancel()
             # Bounded too: a runner that cannot stop is a failure, not a hung test run.
-            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
+            async with asyncio.timeout(15):
+                await asyncio.gather(task, return_exceptions=True)
