@@ -88,6 +88,8 @@ class SftpOptions:
     other_subpath: str = _subpath()
     filename_template: str = _template()
     connect_timeout: float = 15.0
+    # Seconds one upload (check, write, rename) may take before the server counts as stalled.
+    timeout: float = 600.0
     # Deliveries at once from one gateway process, each on its own pooled connection.
     concurrency: int = _concurrency()
 

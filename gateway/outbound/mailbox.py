@@ -88,6 +88,39 @@ def _name(item: Outgoing) -> str:
     return name
 
 
+def relay(opts: MailboxOptions) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
+        hostname=opts.host,
+        port=opts.port,
+        timeout=opts.timeout,
+        use_tls=opts.tls == "tls",
+        start_tls=False,
+    )
+
+
+async def connect(smtp: aiosmtplib.SMTP, opts: MailboxOptions) -> None:
+    """Connect and EHLO; with tls = "starttls" a relay that does not offer it is refused."""
+    await smtp.connect()
+    await smtp.ehlo()
+    if opts.tls != "starttls":
+        return
+    if not smtp.supports_extension("starttls"):
+        raise PermanentError(
+            "tls-unavailable",
+            f"{opts.host}:{opts.port} does not offer STARTTLS; not sending in clear "
+            '(set tls = "none" only for a relay on this machine)',
+        )
+    await smtp.starttls()
+
+
+async def login(smtp: aiosmtplib.SMTP, opts: MailboxOptions) -> str:
+    if not opts.username:
+        return "no login configured"
+    password = read_secret(opts.password_file, opts.password_credential, "password")
+    await smtp.login(opts.username, password or "")
+    return f"logged in as {opts.username}"
+
+
 class MailboxAdapter:
     def __init__(self, name: str, options: MailboxOptions) -> None:
         self.name = name
@@ -105,18 +138,10 @@ class MailboxAdapter:
                 delivery=item.delivery_id,
                 message_id=msg["Message-ID"],
             )
-        password = read_secret(opts.password_file, opts.password_credential, "password")
-        smtp = aiosmtplib.SMTP(
-            hostname=opts.host,
-            port=opts.port,
-            timeout=opts.timeout,
-            use_tls=opts.tls == "tls",
-            start_tls=opts.tls == "starttls",
-        )
+        smtp = relay(opts)
         try:
-            await smtp.connect()
-            if opts.username:
-                await smtp.login(opts.username, password or "")
+            await connect(smtp, opts)
+            await login(smtp, opts)
             await smtp.mail(opts.from_address)
             await smtp.rcpt(to)
             reply = await _data(smtp, msg.as_bytes())

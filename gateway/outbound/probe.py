@@ -148,13 +148,9 @@ async def _sftp(probe: Probe, name: str, opts: SftpOptions) -> None:
 
 
 async def _mailbox(probe: Probe, opts: MailboxOptions) -> None:
-    smtp = aiosmtplib.SMTP(
-        hostname=opts.host,
-        port=opts.port,
-        timeout=min(opts.timeout, 30.0),
-        use_tls=opts.tls == "tls",
-        start_tls=opts.tls == "starttls",
-    )
+    from gateway.outbound import mailbox
+
+    smtp = mailbox.relay(opts)
     fixed = [
         a
         for a in (opts.to, opts.to_purchase, opts.to_sales, opts.to_bank, opts.to_other)
@@ -162,15 +158,11 @@ async def _mailbox(probe: Probe, opts: MailboxOptions) -> None:
     ]
 
     async def connect() -> str:
-        await smtp.connect()
+        await mailbox.connect(smtp, opts)
         return f"{opts.host}:{opts.port} answered EHLO (tls = {opts.tls})"
 
     async def login() -> str:
-        if not opts.username:
-            return "no login configured"
-        password = read_secret(opts.password_file, opts.password_credential, "password")
-        await smtp.login(opts.username, password or "")
-        return f"logged in as {opts.username}"
+        return await mailbox.login(smtp, opts)
 
     async def recipients() -> str:
         await smtp.mail(opts.from_address)

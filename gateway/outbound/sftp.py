@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import asyncssh
 import structlog
 
-from gateway.outbound.base import DeliveryError, Outgoing, PermanentError, TransientError
+from gateway.outbound.base import (
+    DeliveryError,
+    Outgoing,
+    PermanentError,
+    TransientError,
+    UncertainError,
+)
 from gateway.outbound.kinds import SftpOptions
 from gateway.outbound.naming import render, target_folder
 from gateway.outbound.secrets import read_secret
@@ -59,7 +65,14 @@ class SftpAdapter:
         async with self._slots:
             link = self._idle.pop() if self._idle else await self.open_link()
             try:
-                ref = await _upload(link.sftp, folder, name, item)
+                async with asyncio.timeout(self.options.timeout):
+                    ref = await _upload(link.sftp, folder, name, item)
+            except TimeoutError as exc:
+                link.conn.abort()
+                raise UncertainError(
+                    "sftp-stalled",
+                    f"{self._where()}: no answer within {self.options.timeout:g}s during upload",
+                ) from exc
             except asyncssh.SFTPError as exc:
                 self._idle.append(link)
                 raise _sftp_error(exc, folder) from exc

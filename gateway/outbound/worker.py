@@ -64,8 +64,11 @@ class DeliveryRunner:
                 self._busy.update(c.integration_id for c in claims)
             if not claims:
                 self.wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # races its timeout, and the runner would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval)
+                    async with asyncio.timeout(self.settings.poll_interval):
+                        await self.wake.wait()
                 continue
             for index, claim in enumerate(claims):
                 try:

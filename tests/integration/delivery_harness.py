@@ -113,4 +113,6 @@ class Harness:
                 await asyncio.sleep(0.05)
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Bounded too: a runner that cannot stop is a failure, not a hung test run.
+            async with asyncio.timeout(15):
+                await asyncio.gather(task, return_exceptions=True)

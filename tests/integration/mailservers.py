@@ -190,13 +190,3 @@ class SmtpSink:
             stop_process(self.proc)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_until(test: object, timeout: float = 20.0) -> None:
-    """Poll a zero-argument callable until it is truthy, bounded by `timeout`."""
-    assert callable(test)
-    deadline = time.monotonic() + timeout
-    while not test():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)

@@ -215,3 +215,25 @@ def test_the_pdf_inside_a_ubl_invoice_goes_beside_it_when_asked(
     pdf = parts[1].get_payload(decode=True)
     assert isinstance(pdf, bytes) and pdf.startswith(b"%PDF-")
     assert len(pdf) == 183694
+
+
+def test_a_relay_without_starttls_is_refused_when_tls_is_required(
+    tmp_path: Path, postfix: Postfix
+) -> None:
+    h = Harness(tmp_path)
+    h.integration(
+        "tls",
+        "mailbox",
+        host=postfix.host,
+        port=postfix.port,
+        from_address="gateway@office.test",
+        to="purchase@books.test",
+    )
+    before = len(postfix.messages("purchase"))
+    doc = h.document("tls", invoice("NO-TLS"))
+    h.run_until(lambda: h.settled(doc))
+    status, reason = h.status(doc)
+    assert status == "failed"
+    assert reason.startswith("tls-unavailable: ")
+    assert "does not offer STARTTLS" in reason
+    assert len(postfix.messages("purchase")) == before

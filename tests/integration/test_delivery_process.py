@@ -110,16 +110,18 @@ upload_path = "Kill_import/"
     drop = sshd.root / "Kill_import"
     gateway = start_gateway(tmp_path, extra, lease=2.0)
     files = [(f"k{i}.xml", invoice(f"KILL-{i}"), "application/xml") for i in range(count)]
-    gateway.send(mail("demo@gateway.localhost", *files))
-    gateway.wait_for(lambda: len(gateway.docs()) == count, timeout=30)
-    gateway.cli("doc", "send", "--all", "--dossier", "demo")
     db = tmp_path / "var" / "gateway.db"
 
     def in_flight() -> bool:
         return drop.is_dir() and len(list(drop.glob("*.xml"))) >= 5 and bool(_sending(db))
 
-    gateway.wait_for(in_flight, timeout=30)
-    gateway.kill()
+    try:
+        gateway.send(mail("demo@gateway.localhost", *files))
+        gateway.wait_for(lambda: len(gateway.docs()) == count, timeout=30)
+        gateway.cli("doc", "send", "--all", "--dossier", "demo")
+        gateway.wait_for(in_flight, timeout=30)
+    finally:
+        gateway.kill()
 
     landed_before = len(list(drop.glob("*.xml")))
     cut_off = _sending(db)
@@ -148,12 +150,14 @@ def _kill_mid_delivery(tmp_path: Path, integration: str, landed: Callable[[], in
     wait until every document is sent. Returns the (stopped) gateway."""
     gateway = start_gateway(tmp_path, integration + _dossier("package"), lease=2.0)
     files = [(f"k{i}.xml", invoice(f"KILL-{i}"), "application/xml") for i in range(KILL_COUNT)]
-    gateway.send(mail("demo@gateway.localhost", *files))
-    gateway.wait_for(lambda: len(gateway.docs()) == KILL_COUNT, timeout=30)
-    gateway.cli("doc", "send", "--all", "--dossier", "demo")
     db = tmp_path / "var" / "gateway.db"
-    gateway.wait_for(lambda: landed() >= 5 and bool(_sending(db)), timeout=30)
-    gateway.kill()
+    try:
+        gateway.send(mail("demo@gateway.localhost", *files))
+        gateway.wait_for(lambda: len(gateway.docs()) == KILL_COUNT, timeout=30)
+        gateway.cli("doc", "send", "--all", "--dossier", "demo")
+        gateway.wait_for(lambda: landed() >= 5 and bool(_sending(db)), timeout=30)
+    finally:
+        gateway.kill()
     assert landed() < KILL_COUNT, "everything was delivered before the kill: nothing was tested"
     assert _sending(db), "no delivery was in flight at the kill"
     gateway.start()

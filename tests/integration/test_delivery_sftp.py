@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,43 @@ def test_each_type_lands_in_its_sub_path_below_the_upload_path(tmp_path: Path, s
     assert (root / "Sales" / "2026" / f"{sold}-s.xml").read_bytes() == invoice("TYPE-S")
     assert (root / f"{bank}-b.xml").read_bytes() == invoice("TYPE-B")
     assert h.delivery(sold).remote_ref == f"Typed_import/Sales/2026/{sold}-s.xml"
+
+
+def _sessions(sshd: Sshd) -> list[int]:
+    """The per-connection processes sshd forked (its children), not the listener itself."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == sshd.pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_server_that_stalls_mid_session_is_uncertain_then_delivered_once(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "stall", upload_path="Stall_import/", concurrency=1, timeout=1.0)
+    first = h.document("stall", invoice("STALL-1"))
+    stopped: list[int] = []
+    second: list[int] = []
+
+    def stall_after_first() -> bool:
+        if not stopped and h.delivery(first).state is DeliveryState.SENT:
+            stopped.extend(_sessions(sshd))
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            second.append(h.document("stall", invoice("STALL-2")))
+        return bool(second) and h.delivery(second[0]).state is DeliveryState.DEFERRED
+
+    try:
+        h.run_until(stall_after_first)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert stopped, "no sshd session to stall"
+    assert h.delivery(second[0]).last_error_code == "uncertain-sftp-stalled"
+    h.run_until(lambda: h.delivery(second[0]).state is DeliveryState.SENT)
+    landed = sorted(p.name for p in (sshd.root / "Stall_import").iterdir())
+    assert landed == sorted(f"{d}-invoice.xml" for d in (first, second[0]))
