@@ -61,7 +61,8 @@ class PipelineRunner:
             except OperationalError:
                 log.exception("pipeline_database_error")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.delivery.poll_interval)
+                async with asyncio.timeout(self.delivery.poll_interval):
+                    await self.wake.wait()
 
     def process_batch(self, limit: int = 20) -> int:
         """Process up to `limit` pending messages; return how many were taken."""

@@ -96,7 +96,8 @@ class FolderDoor:
                 timeout = tick if self.pending else self.settings.rescan_interval
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await changed.wait()
         finally:
             watcher.cancel()
 

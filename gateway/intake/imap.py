@@ -184,7 +184,8 @@ class ImapPoller:
         interval = self.settings.poll_interval
         if not (self.settings.idle and client.has_capability("IDLE")):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await lost.wait()
             return
         idle = await client.idle_start(timeout=interval)
         push = asyncio.ensure_future(client.wait_server_push(timeout=interval + 5))
