@@ -24,6 +24,22 @@ T = TypeVar("T")
 START_TIMEOUT = 20.0
 
 
+# The demo dossier of the example config: auto-send into a local drop folder.
+DEMO_DROP = """
+[[integrations]]
+name = "drop"
+kind = "directory"
+path = "var/outbox"
+
+[[dossiers]]
+slug = "demo"
+vat = "BE0123456749"
+addresses = ["demo@gateway.localhost"]
+integration = "drop"
+auto_send = true
+"""
+
+
 def base_config(port: int, extra: str = "", busy_timeout: float = 5.0, lease: float = 300) -> str:
     """A config for a test: SQLite and blobs under the working directory, fast polling."""
     return f"""

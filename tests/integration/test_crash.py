@@ -8,23 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from integration.gateway_proc import Gateway, mail, start_gateway
+from integration.gateway_proc import DEMO_DROP, Gateway, mail, start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
-DOSSIER = """
-[[integrations]]
-name = "drop"
-kind = "directory"
-path = "var/outbox"
-
-[[dossiers]]
-slug = "demo"
-vat = "BE0123456749"
-addresses = ["demo@gateway.localhost"]
-integration = "drop"
-auto_send = true
-"""
 MESSAGES = 30
 
 
@@ -42,7 +29,7 @@ def _sent(gateway: Gateway) -> list[dict[str, str]] | None:
 def test_sigkill_while_accepting_and_delivering_loses_nothing_and_sends_once(
     tmp_path: Path,
 ) -> None:
-    gateway = start_gateway(tmp_path, DOSSIER, lease=3)
+    gateway = start_gateway(tmp_path, DEMO_DROP, lease=3)
     try:
         for n in range(MESSAGES):
             gateway.send(mail("demo@gateway.localhost", (f"inv-{n}.xml", _invoice(n), "text/xml")))

@@ -14,24 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from integration.gateway_proc import Gateway, base_config, mail
+from integration.gateway_proc import DEMO_DROP, Gateway, base_config, mail
 from integration.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
-DROP = """
-[[integrations]]
-name = "drop"
-kind = "directory"
-path = "var/outbox"
-
-[[dossiers]]
-slug = "demo"
-vat = "BE0123456749"
-addresses = ["demo@gateway.localhost"]
-integration = "drop"
-auto_send = true
-"""
 
 
 def _receive(sock: socket.socket, wanted: str, timeout: float = 15.0) -> list[str]:
@@ -51,7 +38,7 @@ def _receive(sock: socket.socket, wanted: str, timeout: float = 15.0) -> list[st
 
 def test_notify_protocol_ready_status_watchdog_stopping(tmp_path: Path) -> None:
     port = free_port()
-    gateway = Gateway(tmp_path, base_config(port, DROP), port)
+    gateway = Gateway(tmp_path, base_config(port, DEMO_DROP), port)
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
@@ -79,7 +66,7 @@ def _reload(gateway: Gateway, text: str) -> None:
 
 def test_sighup_refuses_a_bad_config_and_takes_a_good_one(tmp_path: Path) -> None:
     port = free_port()
-    good = base_config(port, DROP)
+    good = base_config(port, DEMO_DROP)
     gateway = Gateway(tmp_path, good, port)
     gateway.start()
     try:
@@ -108,7 +95,7 @@ def _get(url: str) -> tuple[int, str]:
 
 def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
-    text = base_config(port, DROP).replace(
+    text = base_config(port, DEMO_DROP).replace(
         "[metrics]\nenabled = false", f"[metrics]\nenabled = true\nport = {metrics_port}"
     )
     gateway = Gateway(tmp_path, text, port)
@@ -138,7 +125,7 @@ def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
 
 
 def test_run_refuses_a_database_behind_the_migrations(tmp_path: Path) -> None:
-    gateway = Gateway(tmp_path, base_config(free_port(), DROP), 0)
+    gateway = Gateway(tmp_path, base_config(free_port(), DEMO_DROP), 0)
     result = gateway.cli("run", check=False)
     assert result.returncode == 69
     assert "gateway db upgrade" in result.stderr
@@ -259,7 +246,9 @@ def test_sigterm_under_load_finishes_sessions_refuses_new_ones_and_loses_nothing
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    gateway = Gateway(tmp_path, base_config(port, "[daemon]\ndrain_timeout = 20\n" + DROP), port)
+    gateway = Gateway(
+        tmp_path, base_config(port, "[daemon]\ndrain_timeout = 20\n" + DEMO_DROP), port
+    )
     gateway.start()
     assert gateway.proc is not None
     with Senders(gateway, clients=6) as senders:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration.gateway_proc import Gateway, base_config, mail, start_gateway
+from integration.gateway_proc import DEMO_DROP, Gateway, base_config, mail, start_gateway
 from integration.servers import Sshd, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,20 +87,7 @@ def test_example_config_drops_demo_invoice_into_directory_within_two_seconds(
 
 @pytest.fixture
 def demo_gateway(tmp_path: Path) -> Gateway:
-    extra = """
-[[integrations]]
-name = "drop"
-kind = "directory"
-path = "var/outbox"
-
-[[dossiers]]
-slug = "demo"
-vat = "BE0123456749"
-addresses = ["demo@gateway.localhost"]
-integration = "drop"
-auto_send = true
-"""
-    gateway = start_gateway(tmp_path, extra, busy_timeout=0.5)
+    gateway = start_gateway(tmp_path, DEMO_DROP, busy_timeout=0.5)
     yield gateway
     gateway.stop()
 
