@@ -21,9 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import cli_rules, config, office
+from gateway import config, office
 from gateway.commands import mapping as mapping_commands
 from gateway.commands import queue as queue_commands
+from gateway.commands import rules as rules_commands
 from gateway.commands.common import (
     Refused,
     checked_store,
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"gateway: config error: {exc}", file=sys.stderr)
         return config.EX_CONFIG
-    except (Refused, office.SetupError, queue.NotSendable, cli_rules.CommandRefused) as exc:
+    except (Refused, office.SetupError, queue.NotSendable, rules_commands.CommandRefused) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EX_REFUSED
     except SchemaOutdated as exc:
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _dossier_commands(sub)
     _integration_commands(sub)
     _doc_commands(sub)
-    cli_rules.register(sub)
+    rules_commands.register(sub)
     queue_commands.register(sub)
     _quarantine_commands(sub)
     message = sub.add_parser("message", help="messages").add_subparsers(required=True)
@@ -191,7 +192,7 @@ def _doc_commands(sub: Any) -> None:
     send.add_argument("--all", action="store_true", help="every Inbox document of --dossier")
     send.add_argument("--dossier", help="with --all: the dossier whose Inbox is sent")
     send.set_defaults(func=cmd_doc_send)
-    cli_rules.register_doc(group)
+    rules_commands.register_doc(group)
     retry = group.add_parser("retry", help="send failed documents again now")
     retry.add_argument("ids", type=int, nargs="+", metavar="ID")
     retry.set_defaults(func=cmd_doc_retry)
