@@ -72,6 +72,12 @@ class Daemon:
             raise crashed
 
     async def _start(self) -> None:
+        # Signals first: a SIGHUP or SIGTERM that arrives as soon as the port answers must be
+        # handled, not take the process down with the default action.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         check_current(self.store.engine)
         await asyncio.to_thread(self._provision, self.settings)
         intake = self.settings.intake
@@ -95,10 +101,6 @@ class Daemon:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec > 0:
             self._spawn(self._watchdog(watchdog_usec / 1_000_000), "watchdog")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
         log.info("gateway_ready", smtp=f"{self.settings.smtp.host}:{self.settings.smtp.port}")
         notify("READY=1\nSTATUS=accepting mail")
 
