@@ -62,8 +62,7 @@ async def serve_door(port: int, state: Path) -> None:
         session.add(Dossier(slug="bench", addresses=[Address(address="bench@gateway.localhost")]))
     settings = SmtpSettings(port=port, max_message_size=64 * 1024 * 1024)
     smtp_door = await door.start(settings, store, lambda: None)
-    async with smtp_door.server:
-        await smtp_door.server.serve_forever()
+    await smtp_door.serve_forever()
 
 
 if __name__ == "__main__":

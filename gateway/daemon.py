@@ -23,6 +23,7 @@ from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.intake.senders import authentication
 from gateway.intake.smtpd import door as smtpd
+from gateway.intake.smtpd.listeners import ListenerPool
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
@@ -61,6 +62,7 @@ class Daemon:
         )
         self.health = HealthServer(self.store, [self._listening])
         self.smtp: smtpd.SmtpDoor | None = None
+        self.listeners: ListenerPool | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -87,6 +89,11 @@ class Daemon:
         self.smtp = await smtpd.start(
             self.settings.smtp, self.store, self.pipeline.wake.set, intake
         )
+        if self.settings.smtp.processes > 1:
+            self.listeners = ListenerPool(
+                self.settings, self.smtp.listening_fds, self.pipeline.wake.set
+            )
+            self._spawn(self.listeners.run(), "smtp-listeners")
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
         self._spawn(self.pipeline.run(), "pipeline")
@@ -125,8 +132,11 @@ class Daemon:
     async def _stop(self) -> None:
         notify("STOPPING=1")
         log.info("gateway_stopping")
-        if self.smtp is not None:
-            await self.smtp.close(self.settings.daemon.drain_timeout)
+        drain = self.settings.daemon.drain_timeout
+        closing = [] if self.smtp is None else [self.smtp.close(drain)]
+        if self.listeners is not None:
+            closing.append(self.listeners.stop(drain))
+        await asyncio.gather(*closing)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -40,7 +40,14 @@ auto_send = true
 """
 
 
-def base_config(port: int, extra: str = "", busy_timeout: float = 5.0, lease: float = 300) -> str:
+def base_config(
+    port: int,
+    extra: str = "",
+    busy_timeout: float = 5.0,
+    lease: float = 300,
+    smtp_processes: int = 1,
+    poll_interval: float = 0.2,
+) -> str:
     """A config for a test: SQLite and blobs under the working directory, fast polling."""
     return f"""
 [gateway]
@@ -55,9 +62,10 @@ busy_timeout = {busy_timeout}
 [smtp]
 host = "127.0.0.1"
 port = {port}
+processes = {smtp_processes}
 
 [delivery]
-poll_interval = 0.2
+poll_interval = {poll_interval}
 retry_initial = 1.0
 retry_max = 2.0
 lease = {lease}

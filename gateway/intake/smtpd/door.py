@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import functools
 import secrets
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
@@ -45,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 TOO_BUSY = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+# Connections the kernel queues before any process accepts them (asyncio's default is 100).
+BACKLOG = 1024
 HARVESTING = "421 4.7.0 Too many unknown recipients, closing connection"
 # Replies after which the server hangs up, as RFC 5321 §3.8 expects of a 421.
 CLOSING = frozenset({HARVESTING})
@@ -350,20 +353,29 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
 
 @dataclass
 class SmtpDoor:
-    """The listener and its sessions, so a shutdown can drain them before closing."""
+    """The listeners and their sessions, so a shutdown can drain them before closing."""
 
-    server: asyncio.Server
+    servers: list[asyncio.Server]
     gate: SessionGate
 
+    @property
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors, for other processes to accept on as well."""
+        return [sock.fileno() for server in self.servers for sock in server.sockets]
+
     def is_serving(self) -> bool:
-        return self.server.is_serving() and not self.gate.draining
+        return all(s.is_serving() for s in self.servers) and not self.gate.draining
+
+    async def serve_forever(self) -> None:
+        await asyncio.gather(*(server.serve_forever() for server in self.servers))
 
     async def close(self, drain_timeout: float) -> None:
         cut = await self.gate.drain(drain_timeout)
         if cut:
             log.warning("smtp_sessions_cut", sessions=cut, after_seconds=drain_timeout)
-        self.server.close()
-        await self.server.wait_closed()
+        for server in self.servers:
+            server.close()
+        await asyncio.gather(*(server.wait_closed() for server in self.servers))
 
 
 async def start(
@@ -371,7 +383,9 @@ async def start(
     store: Store,
     on_accept: Callable[[], None],
     intake: IntakeSettings | None = None,
+    sockets: Sequence[socket.socket] = (),
 ) -> SmtpDoor:
+    """Listen on `settings.host`/`port`, or on `sockets` already bound by another process."""
     handler = Handler(store, on_accept, settings, intake or IntakeSettings())
     swept = await asyncio.to_thread(spool.sweep, store.blobs.spool_dir, 2 * settings.timeout)
     if swept:
@@ -403,5 +417,12 @@ async def start(
             **auth,
         )
 
-    server = await loop.create_server(protocol, settings.host, settings.port)
-    return SmtpDoor(server, gate)
+    if sockets:
+        servers = [
+            await loop.create_server(protocol, sock=sock, backlog=BACKLOG) for sock in sockets
+        ]
+    else:
+        servers = [
+            await loop.create_server(protocol, settings.host, settings.port, backlog=BACKLOG)
+        ]
+    return SmtpDoor(servers, gate)
