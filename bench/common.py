@@ -19,7 +19,7 @@ __all__ += ["median", "table", "wait_for_port"]
 INTAKE_ADDRESS = "bench@gateway.localhost"
 
 
-def gateway_config(port: int, integration: str, workers: int = 2) -> str:
+def gateway_config(port: int, integration: str, workers: int = 2, smtp_processes: int = 1) -> str:
     """A production-like config: SQLite, info logs as JSON to a file, the daemon's defaults."""
     return f"""
 [gateway]
@@ -34,6 +34,7 @@ url = "sqlite:///var/gateway.db"
 host = "127.0.0.1"
 port = {port}
 max_message_size = 67108864
+processes = {smtp_processes}
 
 [delivery]
 workers = {workers}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ SESSIONS = (10, 50)
 REFERENCE = "real Postfix, into its queue (fsync)"
 SETTLE_TIMEOUT = 300.0
 TRIAL_TIMEOUT = 900.0
+# The full gateway runs once with one SMTP process and once with one per core.
+CORES = os.cpu_count() or 1
 
 
 @dataclass
@@ -106,16 +109,18 @@ def receivers(workdir: Path) -> Iterator[list[Receiver]]:
             stack.callback(stop_process, proc)
             found.append(Receiver(name, port, functools.partial(wait_idle, proc.pid)))
 
-        gateway_port = free_port()
-        (workdir / "gateway").mkdir()
-        gateway = Gateway(
-            workdir / "gateway", gateway_config(gateway_port, DIRECTORY_DROP), gateway_port
-        )
-        gateway.start()
-        stack.callback(gateway.stop)
-        assert gateway.proc is not None
-        name = "full gateway: door, rules stage, workers (durable)"
-        found.append(Receiver(name, gateway_port, functools.partial(wait_idle, gateway.proc.pid)))
+        for processes in sorted({1, CORES}):
+            gateway_port = free_port()
+            home = workdir / f"gateway-{processes}"
+            home.mkdir()
+            config = gateway_config(gateway_port, DIRECTORY_DROP, smtp_processes=processes)
+            gateway = Gateway(home, config, gateway_port)
+            gateway.start()
+            stack.callback(gateway.stop)
+            assert gateway.proc is not None
+            name = f"full gateway, {processes} SMTP process(es): door, rules stage, workers"
+            settle = functools.partial(wait_idle, gateway.proc.pid)
+            found.append(Receiver(name, gateway_port, settle))
         yield found
 
 

@@ -85,8 +85,8 @@ class SmtpSettings:
     require_tls: bool = False
     # Users for SMTP AUTH (PLAIN/LOGIN, only after STARTTLS); empty: no AUTH offered.
     auth_file: str = ""
-    # Processes accepting SMTP on the one port: the daemon and `processes - 1` listeners that
-    # run only the SMTP door (one Python process uses one core at most).
+    # Processes answering SMTP. Above 1, the daemon binds the port and that many listener
+    # processes run only the SMTP door (one Python process uses one core at most).
     processes: int = field(default=1, metadata=_check(lambda v: 1 <= v <= 64, "1 to 64"))
 
 

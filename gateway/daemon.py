@@ -23,7 +23,7 @@ from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.intake.senders import authentication
 from gateway.intake.smtpd import door as smtpd
-from gateway.intake.smtpd.listeners import ListenerPool
+from gateway.intake.smtpd import listeners
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
@@ -62,7 +62,8 @@ class Daemon:
         )
         self.health = HealthServer(self.store, [self._listening])
         self.smtp: smtpd.SmtpDoor | None = None
-        self.listeners: ListenerPool | None = None
+        self.sockets: list[socket.socket] = []
+        self.listeners: listeners.ListenerPool | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -86,14 +87,7 @@ class Daemon:
         if intake.dns_resolver:
             host, _, port = intake.dns_resolver.partition(":")
             authentication.use_resolver(host, int(port or 53))
-        self.smtp = await smtpd.start(
-            self.settings.smtp, self.store, self.pipeline.wake.set, intake
-        )
-        if self.settings.smtp.processes > 1:
-            self.listeners = ListenerPool(
-                self.settings, self.smtp.listening_fds, self.pipeline.wake.set
-            )
-            self._spawn(self.listeners.run(), "smtp-listeners")
+        await self._open_smtp()
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
         self._spawn(self.pipeline.run(), "pipeline")
@@ -110,6 +104,19 @@ class Daemon:
             self._spawn(self._watchdog(watchdog_usec / 1_000_000), "watchdog")
         log.info("gateway_ready", smtp=f"{self.settings.smtp.host}:{self.settings.smtp.port}")
         notify("READY=1\nSTATUS=accepting mail")
+
+    async def _open_smtp(self) -> None:
+        """The SMTP door here, or bound here and answered by listener processes."""
+        smtp = self.settings.smtp
+        if smtp.processes == 1:
+            self.smtp = await smtpd.start(
+                smtp, self.store, self.pipeline.wake.set, self.settings.intake
+            )
+            return
+        self.sockets = listeners.bind(smtp.host, smtp.port)
+        fds = [sock.fileno() for sock in self.sockets]
+        self.listeners = listeners.ListenerPool(self.settings, fds, self.pipeline.wake.set)
+        self._spawn(self.listeners.run(), "smtp-listeners")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self.tasks.append(asyncio.create_task(work, name=name))
@@ -137,6 +144,8 @@ class Daemon:
         if self.listeners is not None:
             closing.append(self.listeners.stop(drain))
         await asyncio.gather(*closing)
+        for sock in self.sockets:
+            sock.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -177,6 +186,8 @@ class Daemon:
     def _listening(self) -> str | None:
         if self.stopping.is_set():
             return "stopping"
+        if self.listeners is not None:
+            return None if self.listeners.serving() else "smtp: a listener is restarting"
         if self.smtp is None or not self.smtp.is_serving():
             return "smtp: not listening"
         return None

@@ -358,11 +358,6 @@ class SmtpDoor:
     servers: list[asyncio.Server]
     gate: SessionGate
 
-    @property
-    def listening_fds(self) -> list[int]:
-        """The listening sockets' descriptors, for other processes to accept on as well."""
-        return [sock.fileno() for server in self.servers for sock in server.sockets]
-
     def is_serving(self) -> bool:
         return all(s.is_serving() for s in self.servers) and not self.gate.draining
 

@@ -1,9 +1,10 @@
-"""More SMTP processes on the one listening socket: the door on more than one core.
+"""SMTP listener processes on one listening socket: the door on more than one core.
 
 A Python process answers SMTP on one core at most, and the daemon's own process also runs the
-rules stage and the workers. With `smtp.processes = N`, the daemon starts N-1 more processes
-that accept on the socket it has bound and run nothing but the SMTP door, as Postfix runs many
-smtpd processes. The kernel gives each connection to a process that is waiting in accept, so a
+rules stage and the workers. With `smtp.processes = N` above 1, the daemon binds the socket and
+starts N processes that accept on it and run nothing but the SMTP door, as Postfix's master
+binds port 25 for its smtpd processes; the daemon's own core is left to the rules stage and
+the workers. The kernel gives each connection to a process that is waiting in accept, so a
 busy one takes fewer. They share the database and the blob store; each commits its own groups.
 
 Each listener is tied to the daemon by a socket pair: after every accepted message it sends a
@@ -69,9 +70,13 @@ class ListenerPool:
         self.listeners: list[Listener] = []
 
     async def run(self) -> None:
-        """Keep `processes - 1` listeners running until `stop`."""
-        count = self.settings.smtp.processes - 1
-        await asyncio.gather(*(self._keep(slot) for slot in range(count)))
+        """Keep `smtp.processes` listeners running until `stop`."""
+        slots = range(self.settings.smtp.processes)
+        await asyncio.gather(*(self._keep(slot) for slot in slots))
+
+    def serving(self) -> bool:
+        """Whether every listener is running (a dead one is being restarted)."""
+        return not self.stopping and len(self.listeners) == self.settings.smtp.processes
 
     async def _keep(self, slot: int) -> None:
         pause = RESTART_PAUSE
@@ -147,6 +152,26 @@ class ListenerPool:
                 listener.process.kill()
             await listener.process.wait()
         self._forget(listener)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to, as asyncio would bind them."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(smtpd.BACKLOG)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
 
 
 class Link:
