@@ -58,6 +58,44 @@ Gauge("gateway_build_info", "Build of this gateway.", ["version"], registry=REGI
     __version__
 ).set(1)
 
+# In an SMTP listener process, intake counts go to the daemon, which serves /metrics for all.
+_relay: Callable[[str], None] | None = None
+
+
+def relay_to(send: Callable[[str], None]) -> None:
+    """Send this process's intake counts through `send` instead of counting them here."""
+    global _relay
+    _relay = send
+
+
+def received(intake: str, seconds: float) -> None:
+    """A message accepted at a door, durable and committed `seconds` after its data ended."""
+    if _relay is not None:
+        _relay(f"received {intake} {seconds:.6f}")
+        return
+    MESSAGES_RECEIVED.labels(intake).inc()
+    INTAKE_SECONDS.labels(intake).observe(seconds)
+
+
+def refused(intake: str, code: str) -> None:
+    """A refusal or temporary failure answered at a door, by its reply code (`550 5.7.1`)."""
+    if _relay is not None:
+        _relay(f"refused {intake} {code}")
+        return
+    MESSAGES_REFUSED.labels(intake, code).inc()
+
+
+def replay(line: str) -> None:
+    """Count here what a listener process relayed (a line `received` or `refused` wrote)."""
+    kind, _, rest = line.partition(" ")
+    intake, _, value = rest.partition(" ")
+    if kind == "received":
+        received(intake, float(value))
+    elif kind == "refused":
+        refused(intake, value)
+    else:
+        log.warning("metrics_relay_unknown", line=line[:80])
+
 
 class StoreCollector(Collector):
     """Document and queue counts straight from the database at each scrape."""

@@ -224,8 +224,7 @@ def _event(row: Message) -> Event:
 def _received(arrival: Arrival) -> None:
     """Count a message whose row has just been committed (not a duplicate)."""
     source = arrival.fields["source"]
-    metrics.MESSAGES_RECEIVED.labels(source).inc()
-    metrics.INTAKE_SECONDS.labels(source).observe(time.monotonic() - arrival.started)
+    metrics.received(source, time.monotonic() - arrival.started)
 
 
 def _first(store: Store, key: str, record: Recorder | None) -> Accepted:

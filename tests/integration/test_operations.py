@@ -93,9 +93,11 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
+@pytest.mark.parametrize("smtp_processes", [1, 2])
+def test_metrics_and_health_endpoints(tmp_path: Path, smtp_processes: int) -> None:
+    """With listener processes, their counts reach the daemon's /metrics all the same."""
     port, metrics_port = free_port(), free_port()
-    text = base_config(port, DEMO_DROP).replace(
+    text = base_config(port, DEMO_DROP, smtp_processes=smtp_processes).replace(
         "[metrics]\nenabled = false", f"[metrics]\nenabled = true\nport = {metrics_port}"
     )
     gateway = Gateway(tmp_path, text, port)

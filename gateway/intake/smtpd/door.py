@@ -141,7 +141,7 @@ class GatewaySMTP(StreamingSMTP):
         by their code as postfix_exporter does, and a closing 421 hangs up."""
         text = ENHANCED.get(status, status) if isinstance(status, str) else status.decode()
         if text[:1] in ("4", "5"):
-            metrics.MESSAGES_REFUSED.labels("smtp", text[:9].strip()).inc()
+            metrics.refused("smtp", text[:9].strip())
         await super().push(text)
         if text in CLOSING and self.transport is not None:
             self.transport.close()

@@ -7,8 +7,9 @@ binds port 25 for its smtpd processes; the daemon's own core is left to the rule
 the workers. The kernel gives each connection to a process that is waiting in accept, so a
 busy one takes fewer. They share the database and the blob store; each commits its own groups.
 
-Each listener is tied to the daemon by a socket pair: after every accepted message it sends a
-byte, which wakes the daemon's rules stage at once; when the daemon is gone the listener reads
+Each listener is tied to the daemon by a socket pair of records: after every accepted message it
+sends `wake`, which starts the daemon's rules stage at once, and its intake counts go the same
+way, so the daemon's /metrics counts every process. When the daemon is gone the listener reads
 end-of-file, stops accepting, lets its sessions finish and exits. The daemon restarts a listener
 that dies, with a growing pause, and on SIGTERM lets them all drain before it stops.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from gateway import config
+from gateway import config, metrics
 from gateway.intake.smtpd import door as smtpd
 from gateway.logging import configure as configure_logging
 from gateway.store.db import open_store
@@ -41,6 +42,7 @@ RESTART_PAUSE_MAX = 30.0
 CALM_RUN = 60.0
 # What a listener may take beyond the drain timeout to exit before it is killed.
 EXIT_GRACE = 5.0
+WAKE = "wake"
 # Variables meant for the daemon alone: systemd talks to the main process only.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
@@ -92,7 +94,8 @@ class ListenerPool:
             await asyncio.sleep(pause)
 
     async def _spawn(self) -> Listener:
-        ours, theirs = socket.socketpair()
+        # Records, not a stream: each send arrives whole or, with the buffer full, not at all.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         command = [sys.executable, "-m", __name__, "--config", self.settings.source]
         command += ["--link-fd", str(theirs.fileno())]
@@ -116,15 +119,17 @@ class ListenerPool:
 
     def _poked(self, listener: Listener) -> None:
         try:
-            data = listener.link.recv(4096)
+            record = listener.link.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if data:
+            record = b""
+        if not record:
+            asyncio.get_running_loop().remove_reader(listener.link.fileno())
+        elif record == WAKE.encode():
             self.wake()
         else:
-            asyncio.get_running_loop().remove_reader(listener.link.fileno())
+            metrics.replay(record.decode(errors="replace"))
 
     def _forget(self, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
@@ -175,7 +180,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
 
 
 class Link:
-    """The listener's side of the socket pair: pokes the daemon, notices it is gone."""
+    """The listener's side of the socket pair: tells the daemon, notices it is gone."""
 
     def __init__(self, fd: int, gone: Callable[[], None]) -> None:
         self.sock = socket.socket(fileno=fd)
@@ -184,13 +189,15 @@ class Link:
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
     def poke(self) -> None:
-        """A message was accepted. A full pipe means a wake-up is already on its way."""
-        try:
-            self.sock.send(b".")
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.gone()
+        """A message was accepted: the daemon's rules stage has work."""
+        self.send(WAKE)
+
+    def send(self, record: str) -> None:
+        """One record to the daemon; called from threads too. With the buffer full the daemon
+        is behind and already has a wake-up waiting: a count is lost rather than the door
+        blocked. A daemon that is gone is noticed by the reader, on the loop."""
+        with contextlib.suppress(OSError):
+            self.sock.send(record.encode())
 
     def _readable(self) -> None:
         try:
@@ -213,6 +220,7 @@ async def serve(settings: config.Settings, listening_fds: list[int], link_fd: in
     # The daemon reloads its configuration; a listener keeps its own until it is replaced.
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     link = Link(link_fd, stop.set)
+    metrics.relay_to(link.send)
     store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
     sockets = [socket.socket(fileno=fd) for fd in listening_fds]
     door = await smtpd.start(settings.smtp, store, link.poke, settings.intake, sockets)
