@@ -12,7 +12,9 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -32,6 +34,9 @@ from gateway.store.db import Store, check_current, open_store
 from gateway.store.models import Delivery
 
 log = structlog.get_logger(__name__)
+
+# Nice value of the daemon's worker threads while listener processes answer SMTP.
+BACKGROUND_NICE = 10
 
 
 def notify(state: str) -> None:
@@ -113,6 +118,12 @@ class Daemon:
                 smtp, self.store, self.pipeline.wake.set, self.settings.intake
             )
             return
+        # What is left here only fills and empties queues; under CPU pressure a client waiting
+        # for its 250 comes first. The loop thread keeps its priority, the threads that
+        # recognise documents and write the database get a lower one.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(thread_name_prefix="background", initializer=_lower_priority)
+        )
         self.sockets = listeners.bind(smtp.host, smtp.port)
         fds = [sock.fileno() for sock in self.sockets]
         self.listeners = listeners.ListenerPool(self.settings, fds, self.pipeline.wake.set)
@@ -209,6 +220,11 @@ class Daemon:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval / 2)
+
+
+def _lower_priority() -> None:
+    """Linux keeps a nice value per thread: this lowers the calling thread's only."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 async def serve(settings: config.Settings) -> None:

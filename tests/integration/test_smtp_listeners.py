@@ -60,6 +60,18 @@ def test_listeners_accept_and_wake_the_rules_stage(gateway: Gateway) -> None:
     gateway.wait_for(lambda: sent(gateway) == 6, timeout=20)
 
 
+def test_the_daemons_threads_yield_the_cpu_to_the_listeners(gateway: Gateway) -> None:
+    gateway.wait_for(lambda: len(running_listeners(gateway)) == 2, timeout=20)
+    gateway.send(invoice_mail(1))
+    gateway.wait_for(lambda: sent(gateway) == 1, timeout=20)
+    assert gateway.proc is not None
+    daemon = _nice_values(gateway.proc.pid)
+    assert daemon[gateway.proc.pid] == 0  # the loop thread
+    assert 10 in daemon.values()  # its workers: recognition, database
+    for pid in running_listeners(gateway):
+        assert set(_nice_values(pid).values()) == {0}
+
+
 def test_a_killed_listener_is_restarted(gateway: Gateway) -> None:
     gateway.wait_for(lambda: len(running_listeners(gateway)) == 2, timeout=20)
     first = running_listeners(gateway)
@@ -88,6 +100,15 @@ def test_listeners_stop_with_the_daemon_even_when_it_is_killed(gateway: Gateway)
 
 def _kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def _nice_values(pid: int) -> dict[int, int]:
+    """Each thread's nice value (field 19 of its stat line)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values[int(task.name)] = int(fields[16])
+    return values
 
 
 def _state(pid: int) -> str:
