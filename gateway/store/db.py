@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 class SchemaOutdated(Exception):
@@ -62,6 +61,10 @@ def open_store(url: str, blob_dir: Path, busy_timeout: float = 5.0) -> Store:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    # Alembic is loaded here, when the schema is migrated or checked, not with the store:
+    # SMTP listener processes open the store many times over and never need it.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.attributes["engine"] = engine
@@ -70,11 +73,16 @@ def _alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration."""
+    from alembic import command
+
     command.upgrade(_alembic_config(engine), "head")
 
 
 def check_current(engine: Engine) -> None:
     """Refuse to run on a schema older (or newer) than this code's migrations."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
