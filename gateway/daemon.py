@@ -181,7 +181,7 @@ class Daemon:
             return
         restart_needed = [
             name
-            for name in ("smtp", "metrics", "database")
+            for name in ("smtp", "intake", "imap", "folder", "metrics", "database")
             if getattr(new, name) != getattr(self.settings, name)
         ]
         if restart_needed:
