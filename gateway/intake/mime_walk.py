@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from gateway.config import MimeSettings
 
@@ -38,6 +38,23 @@ _BOUNDARY_TAIL = rb"(?P<end>--)?[ \t]*(?:\r\n|\r|\n)?$"
 _DECODE_AT = 64 * 1024
 _MAX_QP_LINE = 1024 * 1024
 _WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
+class Headers(EmailMessage):
+    """A part's headers, each parsed once: the email package parses a header again on every
+    look-up, and taking a part apart looks at Content-Type a dozen times."""
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        cache: dict[str, Any] = self.__dict__.setdefault("_parsed", {})
+        key = name.lower()
+        if key not in cache:
+            cache[key] = super().get(key, _MISSING)
+        found = cache[key]
+        return failobj if found is _MISSING else found
+
+
+_MISSING = object()
+_HEADER_POLICY = policy.default.clone(message_factory=Headers)
 
 
 class LimitExceeded(Exception):
@@ -200,7 +217,7 @@ def _headers(lines: _Lines) -> EmailMessage:
                 lines.unread(line)
             break
         block.append(line)
-    head = BytesParser(policy=policy.default).parsebytes(b"".join(block), headersonly=True)
+    head = BytesParser(policy=_HEADER_POLICY).parsebytes(b"".join(block), headersonly=True)
     assert isinstance(head, EmailMessage)
     return head
 

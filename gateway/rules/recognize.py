@@ -50,10 +50,12 @@ class Options:
 
 @dataclass(frozen=True)
 class Visual:
-    """A PDF that shows a structured document: embedded in it, or sent beside it."""
+    """A PDF that shows a structured document: embedded in it (`data`), or sent beside it
+    (`part`, the index of that file among the message's parts, which are stored anyway)."""
 
     filename: str
-    data: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
+    part: int | None = None
 
 
 @dataclass(frozen=True)

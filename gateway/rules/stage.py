@@ -72,8 +72,8 @@ def plan(
     for index, (part, recognition) in enumerate(zip(parts, found, strict=True)):
         if index in shows:
             continue
-        pdf = parts[shown_by[index]] if index in shown_by else None
-        visual = Visual(pdf.filename, pdf.data) if pdf else recognition.visual
+        pdf = shown_by.get(index)
+        visual = Visual(parts[pdf].filename, part=pdf) if pdf is not None else recognition.visual
         subject = Subject(
             sender=envelope.sender,
             recipients=envelope.recipients,
