@@ -53,6 +53,16 @@ class StoredPart:
     def data(self) -> bytes:
         return self.blob.read()
 
+    def head(self, size: int) -> bytes:
+        with self.blob.open() as fh:
+            return fh.read(size)
+
+    def open(self) -> BinaryIO:
+        return self.blob.open()
+
+    def read(self) -> bytes:
+        return self.blob.read()
+
 
 P = TypeVar("P", Part, StoredPart)
 P_co = TypeVar("P_co", Part, StoredPart, covariant=True)
