@@ -45,12 +45,36 @@ class Headers(EmailMessage):
     look-up, and taking a part apart looks at Content-Type a dozen times."""
 
     def get(self, name: str, failobj: Any = None) -> Any:
-        cache: dict[str, Any] = self.__dict__.setdefault("_parsed", {})
-        key = name.lower()
-        if key not in cache:
-            cache[key] = super().get(key, _MISSING)
-        found = cache[key]
+        found = self._cached(
+            ("get", name.lower()), lambda: super(Headers, self).get(name, _MISSING)
+        )
         return failobj if found is _MISSING else found
+
+    def get_content_type(self) -> str:
+        return str(self._cached(("type",), super().get_content_type))
+
+    def get_param(
+        self,
+        param: str,
+        failobj: Any = None,
+        header: str = "content-type",
+        unquote: bool = True,
+    ) -> Any:
+        key = ("param", param.lower(), header.lower(), unquote)
+        found = self._cached(
+            key, lambda: super(Headers, self).get_param(param, _MISSING, header, unquote)
+        )
+        return failobj if found is _MISSING else found
+
+    def set_default_type(self, ctype: str) -> None:
+        super().set_default_type(ctype)
+        self.__dict__.pop("_parsed", None)
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_parsed", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
 
 _MISSING = object()
