@@ -117,7 +117,9 @@ class PipelineRunner:
         self, session: Session, message: Message, item: Prepared, dossiers: dict[int, Dossier]
     ) -> int:
         try:
-            with session.begin_nested():
+            # Rows are flushed where an id is needed (`_document`, `enqueue`), not before
+            # every query: each flush costs a unit of work, and the message has several.
+            with session.begin_nested(), session.no_autoflush:
                 return self._write(session, message, item, dossiers)
         except OperationalError:
             raise
