@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ("intake", "latency", "memory", "sftp", "recognition")
+PARTS = ("intake", "latency", "memory", "rules", "sftp", "recognition")
 
 
 def main() -> None:
@@ -58,6 +58,10 @@ def run_part(part: str, workdir: Path, args: argparse.Namespace) -> str:
         from bench import memory
 
         return memory.run(workdir)
+    if part == "rules":
+        from bench import rules_stage
+
+        return rules_stage.run(workdir)
     if part == "sftp":
         from bench import sftp
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.common import (
     DIRECTORY_DROP,
     INTAKE_ADDRESS,
+    REPO,
     Gateway,
     free_port,
     gateway_config,
@@ -76,6 +77,11 @@ def measure(pid: int, port: int, raws: list[bytes]) -> tuple[int, int, int]:
 
 
 def run(workdir: Path) -> str:
+    # The gateway runs from the work directory: make it import this checkout, not another
+    # installed copy of the package.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+    )
     raws = [_message(n, os.urandom(ATTACHMENT)) for n in range(MESSAGES)]
     rows = []
     port = free_port()

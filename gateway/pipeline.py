@@ -1,9 +1,19 @@
 """The rules stage runner: accepted messages become typed documents, one per file and dossier.
 
-Recognition itself (`gateway.rules`) is pure; this module does the I/O around it. Each message
-is processed in one transaction, so a crash leaves it unprocessed and it is done again whole.
-A message that makes processing fail for a reason other than the database is set aside with
-that reason (Mailman's "shunt"), so it can never block the ones behind it.
+Recognition itself (`gateway.rules`) is pure; this module does the I/O around it, a batch of
+messages at a time, in three steps:
+
+1. outside any transaction, each message is taken apart from its blob file, its parts written
+   to staged blob files, and recognised (`prepare`); a database read only;
+2. the staged blobs are made durable together (`BlobStore.publish`);
+3. one transaction writes every message's documents, a savepoint each, and commits once.
+
+So the database's write lock is held for inserts only, one commit (one fsync on SQLite) serves
+the whole batch, and a committed row never names a blob that is not on disk. A crash before
+the commit leaves every message of the batch unprocessed: it is done again whole, and the
+blobs already published are found in place. A message that makes processing fail for a reason
+other than the database is set aside with that reason (Mailman's "shunt"), alone: its
+savepoint is rolled back and the others of the batch are kept.
 """
 
 from __future__ import annotations
@@ -13,25 +23,28 @@ import contextlib
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.config import ConfigError, DeliverySettings, MimeSettings, RecognitionSettings
 from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
-from gateway.intake import mime
+from gateway.intake.crashpoint import crashpoint
 from gateway.outbound import queue
-from gateway.policy_store import rules_for
+from gateway.pipeline_prepare import Batch, Prepared, ToMake, prepare
 from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import Outcome, Rule
-from gateway.rules.recognize import DossierFacts, Options
-from gateway.rules.stage import Envelope, Planned, plan
+from gateway.rules.recognize import Options
 from gateway.rules.xsd import SchemaUnavailable, UblSchemas
 from gateway.store.db import Store
-from gateway.store.models import Address, Document, Dossier, Event, Message, utcnow
+from gateway.store.models import Document, Dossier, Event, Message, utcnow
 
 log = structlog.get_logger(__name__)
+
+# Messages per batch: enough to share one commit among many, few enough that the first of a
+# batch does not wait long for the last to be recognised.
+BATCH = 16
 
 
 class PipelineRunner:
@@ -53,6 +66,7 @@ class PipelineRunner:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        await asyncio.to_thread(self.store.blobs.sweep_staging)
         while True:
             self.wake.clear()
             try:
@@ -64,124 +78,104 @@ class PipelineRunner:
                 async with asyncio.timeout(self.delivery.poll_interval):
                     await self.wake.wait()
 
-    def process_batch(self, limit: int = 20) -> int:
+    def process_batch(self, limit: int = BATCH) -> int:
         """Process up to `limit` pending messages; return how many were taken."""
         with self.store.session() as session:
-            pending = session.scalars(
-                select(Message.id)
+            messages = session.scalars(
+                select(Message)
                 .where(Message.processed_at.is_(None))
                 .order_by(Message.id)
                 .limit(limit)
             ).all()
-        for message_id in pending:
-            self._process_one(message_id)
-        return len(pending)
-
-    def _process_one(self, message_id: int) -> None:
+            batch = Batch(session, self.store.blobs, self.rules, self.recognition, self.mime_limits)
+            prepared = [prepare(batch, message) for message in messages]
         try:
-            with self.store.session.begin() as session:
-                message = session.scalars(
-                    select(Message)
-                    .where(Message.id == message_id, Message.processed_at.is_(None))
-                    .with_for_update(skip_locked=True)
-                ).first()
-                if message is None:
-                    return
-                queued = self._documents(session, message)
+            self.store.blobs.publish(blob for p in prepared for blob in p.blobs)
+        except BaseException:
+            for p in prepared:
+                p.discard()
+            raise
+        crashpoint("pipeline_blobs_published")
+        if prepared and self._commit(prepared):
+            self.on_queued.set()
+        return len(messages)
+
+    def _commit(self, prepared: list[Prepared]) -> int:
+        """Write the batch in one transaction; returns how many deliveries were queued."""
+        queued = 0
+        with self.store.session.begin() as session:
+            messages = _claim(session, [p.message_id for p in prepared])
+            dossiers = _lock_dossiers(session, {d for p in prepared for d in p.dossier_ids})
+            for item in prepared:
+                message = messages.get(item.message_id)
+                if message is not None:
+                    queued += self._write_one(session, message, item, dossiers)
+            crashpoint("pipeline_before_commit")
+        return queued
+
+    def _write_one(
+        self, session: Session, message: Message, item: Prepared, dossiers: dict[int, Dossier]
+    ) -> int:
+        try:
+            # Rows are flushed where an id is needed (`_document`, `enqueue`), not before
+            # every query: each flush costs a unit of work, and the message has several.
+            with session.begin_nested(), session.no_autoflush:
+                return self._write(session, message, item, dossiers)
         except OperationalError:
             raise
         except Exception as exc:
-            log.exception("pipeline_shunted", message=message_id)
-            self._shunt(message_id, f"internal-error: {type(exc).__name__}: {exc}")
-            return
-        if queued:
-            self.on_queued.set()
-
-    def _documents(self, session: Session, message: Message) -> int:
-        try:
-            extraction = mime.extract(self.store.blobs.get(message.raw_sha256), self.mime_limits)
-        except mime.Quarantine as exc:
-            _quarantine(session, message, str(exc))
+            log.exception("pipeline_shunted", message=message.id)
+            _shunt(session, message, f"internal-error: {type(exc).__name__}: {exc}")
             return 0
-        parts = extraction.parts
-        if extraction.skipped:
-            skipped = [
-                {"name": s.name, "type": s.media_type, "why": s.why} for s in extraction.skipped
-            ]
-            session.add(
-                Event(kind="parts_skipped", message_id=message.id, detail={"parts": skipped})
-            )
-        dossiers = _message_dossiers(session, message)
+
+    def _write(
+        self, session: Session, message: Message, item: Prepared, dossiers: dict[int, Dossier]
+    ) -> int:
+        if item.failure:
+            log.error("pipeline_shunted", message=message.id, reason=item.failure)
+            _shunt(session, message, item.failure)
+            return 0
+        if item.quarantine:
+            _quarantine(session, message, item.quarantine)
+            return 0
+        if item.skipped:
+            detail = {"parts": item.skipped}
+            session.add(Event(kind="parts_skipped", message_id=message.id, detail=detail))
         queued = 0
-        for dossier, hint in dossiers:
-            for doc, allowed in self._dossier_documents(session, message, dossier, parts, hint):
-                if allowed and _auto_sendable(dossier, doc):
-                    queue.enqueue(session, doc, self.delivery)
-                    queued += 1
-        message.processed_at = utcnow()
-        if not dossiers:
+        for make in item.documents:
+            dossier = dossiers[make.dossier_id]
+            doc = self._document(session, message, dossier, make)
+            if make.outcome.auto_send and _auto_sendable(dossier, doc):
+                queue.enqueue(session, doc, self.delivery)
+                queued += 1
+        if not item.dossier_ids:
             message.reason = "no dossier owns any of the recipients any more"
-        elif not parts:
+        elif not item.parts:
             message.reason = "no documents in this message"
         return queued
 
-    def _dossier_documents(
-        self,
-        session: Session,
-        message: Message,
-        dossier: Dossier,
-        parts: list[mime.Part],
-        hint: str,
-    ) -> list[tuple[Document, bool]]:
-        """One document per part, except a PDF that shows another part: it becomes the visual.
-        Each comes with whether the policy allows auto-sending it."""
-        facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
-        policy = rules_for(session, dossier, self.rules)
-        envelope = Envelope(
-            message.mail_from or message.header_from,
-            tuple(message.recipients),
-            message.subject,
-            hint,
-        )
-        planned = plan(parts, facts, policy, envelope, self.recognition)
-        # Serialise one dossier's duplicate checks across instances (PostgreSQL; SQLite has a
-        # single writer anyway): a second instance waits here until the first has committed.
-        # Taken after recognition, so slow PDFs do not hold it.
-        session.execute(select(Dossier.id).where(Dossier.id == dossier.id).with_for_update())
-        docs = []
-        for item in planned:
-            part = parts[item.index]
-            doc = self._document(session, message, dossier, part, item)
-            docs.append((doc, item.outcome.auto_send))
-        return docs
-
     def _document(
-        self,
-        session: Session,
-        message: Message,
-        dossier: Dossier,
-        part: mime.Part,
-        item: Planned,
+        self, session: Session, message: Message, dossier: Dossier, make: ToMake
     ) -> Document:
-        found, visual, outcome = item.found, item.visual, item.outcome
+        outcome = make.outcome
         doc = Document(
             dossier=dossier,
             message_id=message.id,
-            filename=part.filename,
-            media_type=part.media_type,
-            blob_sha256=self.store.blobs.put(part.data),
-            size=len(part.data),
+            filename=make.filename,
+            media_type=make.media_type,
+            blob_sha256=make.blob_sha256,
+            size=make.size,
             doc_type=outcome.doc_type,
             reason=outcome.reason,
-            facts=found.facts,
-            dedupe_key=dedupe_key(outcome.doc_type, found.facts),
+            facts=make.facts,
+            dedupe_key=dedupe_key(outcome.doc_type, make.facts),
             matched_rules=outcome.matched,
         )
         _hold(doc, outcome)
-        if visual is not None:
-            doc.visual_sha256 = self.store.blobs.put(visual.data)
-            doc.visual_filename = safe_filename(visual.filename, fallback="visual.pdf")
-        mark_duplicate(session, doc, found.text)
+        if make.visual_sha256:
+            doc.visual_sha256 = make.visual_sha256
+            doc.visual_filename = safe_filename(make.visual_filename, fallback="visual.pdf")
+        mark_duplicate(session, doc, make.text)
         session.add(doc)
         session.flush()
         session.add(
@@ -209,15 +203,39 @@ class PipelineRunner:
         )
         return doc
 
-    def _shunt(self, message_id: int, reason: str) -> None:
-        with self.store.session.begin() as session:
-            message = session.get_one(Message, message_id)
-            message.processed_at = utcnow()
-            message.verdict = "failed"
-            message.reason = reason
-            session.add(
-                Event(kind="message_shunted", message_id=message_id, detail={"reason": reason})
-            )
+
+def _claim(session: Session, ids: list[int]) -> dict[int, Message]:
+    """The batch's messages still unprocessed, marked processed first thing: on SQLite that
+    write takes the write lock before any savepoint (a savepoint that began the transaction
+    would commit it when released); on PostgreSQL rows another instance holds are skipped."""
+    free = session.scalars(
+        select(Message.id)
+        .where(Message.id.in_(ids), Message.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not free:
+        return {}
+    now = utcnow()
+    session.execute(update(Message).where(Message.id.in_(free)).values(processed_at=now))
+    rows = session.scalars(select(Message).where(Message.id.in_(free)))
+    return {row.id: row for row in rows}
+
+
+def _lock_dossiers(session: Session, ids: set[int]) -> dict[int, Dossier]:
+    """Serialise duplicate checks per dossier across instances (PostgreSQL; SQLite has a single
+    writer anyway): another instance writing to one of these dossiers waits for this commit.
+    Locked in id order, so two instances never wait on each other in a circle."""
+    rows = session.scalars(
+        select(Dossier).where(Dossier.id.in_(ids)).order_by(Dossier.id).with_for_update()
+    )
+    return {row.id: row for row in rows}
+
+
+def _shunt(session: Session, message: Message, reason: str) -> None:
+    message.processed_at = utcnow()
+    message.verdict = "failed"
+    message.reason = reason
+    session.add(Event(kind="message_shunted", message_id=message.id, detail={"reason": reason}))
 
 
 def _hold(doc: Document, outcome: Outcome) -> None:
@@ -257,21 +275,3 @@ def _quarantine(session: Session, message: Message, reason: str) -> None:
     message.reason = reason
     session.add(Event(kind="message_quarantined", message_id=message.id, detail={"reason": reason}))
     log.warning("message_quarantined", message=message.id, reason=reason)
-
-
-def _message_dossiers(session: Session, message: Message) -> list[tuple[Dossier, str]]:
-    """The dossiers the door routed the message to, with their type hints; messages stored
-    before doors recorded routes are routed by their exact recipient addresses."""
-    if not message.routes:
-        return [(d, "") for d in _recipient_dossiers(session, message.recipients)]
-    hints = {r["dossier"]: r.get("hint", "") for r in message.routes}
-    rows = session.scalars(select(Dossier).where(Dossier.slug.in_(hints)).order_by(Dossier.id))
-    return [(d, hints[d.slug]) for d in rows]
-
-
-def _recipient_dossiers(session: Session, recipients: list[str]) -> list[Dossier]:
-    wanted = {r.strip().lower() for r in recipients}
-    rows = session.scalars(
-        select(Dossier).join(Address).where(Address.address.in_(wanted)).order_by(Dossier.id)
-    ).unique()
-    return list(rows)

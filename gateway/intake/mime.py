@@ -9,20 +9,25 @@ the reason, so "where did my attachment go" always has an answer. Only a message
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import re
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from pathlib import Path
+from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from gateway.config import MimeSettings
 from gateway.filenames import safe_filename
 from gateway.intake import archive
+from gateway.intake.mime_body import Body, Keeper, MemoryKeeper
+from gateway.intake.mime_walk import Leaf, LimitExceeded, Walk
+from gateway.store.blobs import BlobStore, BlobWriter, Staged
 
 
 class Quarantine(Exception):
@@ -37,6 +42,33 @@ class Part:
 
 
 @dataclass(frozen=True)
+class StoredPart:
+    """A document part already written to a staged blob file (see `extract_file`)."""
+
+    filename: str
+    media_type: str
+    blob: Staged
+
+    @property
+    def data(self) -> bytes:
+        return self.blob.read()
+
+    def head(self, size: int) -> bytes:
+        with self.blob.open() as fh:
+            return fh.read(size)
+
+    def open(self) -> BinaryIO:
+        return self.blob.open()
+
+    def read(self) -> bytes:
+        return self.blob.read()
+
+
+P = TypeVar("P", Part, StoredPart)
+P_co = TypeVar("P_co", Part, StoredPart, covariant=True)
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A file-like part that is not a document, and why."""
 
@@ -47,8 +79,8 @@ class Skipped:
 
 
 @dataclass
-class Extraction:
-    parts: list[Part] = field(default_factory=list)
+class Extraction(Generic[P]):
+    parts: list[P] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
 
@@ -75,7 +107,8 @@ NOT_DOCUMENTS = {
     "text/x-vcard": "contact card",
 }
 _RAW_NAME = re.compile(r"""(?i)\b(?:file)?name\s*=\s*"?(=\?[^"\s;]+\?=)""")
-_CID = re.compile(rb"""cid:([^"'\s>)]+)""", re.IGNORECASE)
+_HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
+_SCAN = 64 * 1024
 
 
 def parse(raw: bytes, headers_only: bool = False) -> EmailMessage:
@@ -108,75 +141,176 @@ def _header(message: Message, name: str) -> str:
 
 def header_block_size(raw: bytes) -> int:
     """Bytes before the first empty line (the whole message when there is none)."""
-    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return min(ends) if ends else len(raw)
+    return _header_block_size(io.BytesIO(raw), len(raw))
 
 
-def extract(raw: bytes, limits: MimeSettings) -> Extraction:
-    """The documents in `raw`; raises `Quarantine` past a limit."""
-    if header_block_size(raw) > limits.max_header_bytes:
-        raise Quarantine(f"header larger than {limits.max_header_bytes} bytes")
+def _header_block_size(fh: BinaryIO, limit: int) -> int:
+    """`header_block_size` of a file, read until the answer is known or passes `limit`;
+    the file is left where it was."""
+    start = fh.tell()
     try:
-        message = parse(raw)
-        leaves = list(_leaves(message, limits))
+        return _scan_header_end(fh, limit)
+    finally:
+        fh.seek(start)
+
+
+def _scan_header_end(fh: BinaryIO, limit: int) -> int:
+    seen = b""
+    offset = 0
+    while len(seen) + offset <= limit and (chunk := fh.read(_SCAN)):
+        seen += chunk
+        found = _HEADER_END.search(seen)
+        if found is not None:
+            return offset + found.start()
+        offset += len(seen) - 3
+        seen = seen[-3:]
+    return offset + len(seen)
+
+
+class _Target(Protocol[P_co]):
+    """Where an extraction keeps bodies, and the parts it makes of them."""
+
+    def keeper(self) -> Keeper: ...
+    def part(self, name: str, media_type: str, kept: Keeper) -> P_co: ...
+    def entry(self, name: str, media_type: str, data: bytes) -> P_co: ...
+    def read(self, kept: Keeper) -> bytes: ...
+    def open(self, kept: Keeper) -> BinaryIO: ...
+    def discard(self, kept: Keeper) -> None: ...
+
+
+class _InMemory:
+    def keeper(self) -> Keeper:
+        return MemoryKeeper()
+
+    def part(self, name: str, media_type: str, kept: Keeper) -> Part:
+        return Part(name, media_type, self.read(kept))
+
+    def entry(self, name: str, media_type: str, data: bytes) -> Part:
+        return Part(name, media_type, data)
+
+    def read(self, kept: Keeper) -> bytes:
+        assert isinstance(kept, MemoryKeeper)
+        return bytes(kept.data)
+
+    def open(self, kept: Keeper) -> BinaryIO:
+        assert isinstance(kept, MemoryKeeper)
+        return kept.open()
+
+    def discard(self, kept: Keeper) -> None:
+        assert isinstance(kept, MemoryKeeper)
+        kept.reset()
+
+
+@dataclass
+class _Staging:
+    """Kept bodies go to staged blob files; the caller publishes those of the parts."""
+
+    blobs: BlobStore
+    finished: dict[int, Staged] = field(default_factory=dict)
+
+    def keeper(self) -> Keeper:
+        return self.blobs.stage()
+
+    def _staged(self, kept: Keeper) -> Staged:
+        assert isinstance(kept, BlobWriter)
+        if id(kept) not in self.finished:
+            self.finished[id(kept)] = kept.finish()
+        return self.finished[id(kept)]
+
+    def part(self, name: str, media_type: str, kept: Keeper) -> StoredPart:
+        return StoredPart(name, media_type, self._staged(kept))
+
+    def entry(self, name: str, media_type: str, data: bytes) -> StoredPart:
+        writer = self.blobs.stage()
+        writer.write(data)
+        return StoredPart(name, media_type, writer.finish())
+
+    def read(self, kept: Keeper) -> bytes:
+        return self._staged(kept).read()
+
+    def open(self, kept: Keeper) -> BinaryIO:
+        return self._staged(kept).open()
+
+    def discard(self, kept: Keeper) -> None:
+        self._staged(kept).discard()
+
+
+def extract(raw: bytes, limits: MimeSettings) -> Extraction[Part]:
+    """The documents in `raw`; raises `Quarantine` past a limit."""
+    return _extract(io.BytesIO(raw), limits, _InMemory())
+
+
+def extract_file(path: Path, limits: MimeSettings, blobs: BlobStore) -> Extraction[StoredPart]:
+    """The documents in the message file `path`, each written to a staged blob of `blobs`
+    (the caller publishes them); memory stays small whatever the message's size. Raises
+    `Quarantine` past a limit, having dropped what it staged."""
+    target = _Staging(blobs)
+    try:
+        with path.open("rb") as fh:
+            return _extract(fh, limits, target)
+    except BaseException:
+        for staged in target.finished.values():
+            staged.discard()
+        raise
+
+
+def _extract(fh: BinaryIO, limits: MimeSettings, target: _Target[P]) -> Extraction[P]:
+    if _header_block_size(fh, limits.max_header_bytes) > limits.max_header_bytes:
+        raise Quarantine(f"header larger than {limits.max_header_bytes} bytes")
+    walk = Walk(limits, lambda head: _open_body(head, target), lambda leaf: _attached(leaf, target))
+    try:
+        walk.message(fh)
+    except LimitExceeded as exc:
+        _drop(walk.leaves, target)
+        raise Quarantine(str(exc)) from None
     except RecursionError:
+        _drop(walk.leaves, target)
         raise Quarantine("MIME structure nested too deep to parse") from None
-    cids = _referenced_cids(leaves)
-    result = Extraction()
+    cids = {cid for leaf in walk.leaves for cid in _body(leaf).cids}
+    result: Extraction[P] = Extraction()
     budget = archive.Budget(limits.zip_max_total)
-    for number, part in enumerate(leaves, start=1):
-        _classify(part, number, cids, limits, budget, result)
+    try:
+        for number, leaf in enumerate(walk.leaves, start=1):
+            _classify(leaf, number, cids, limits, budget, result, target)
+    except Quarantine:
+        _drop(walk.leaves, target)
+        raise
     return result
 
 
-def _leaves(message: Message, limits: MimeSettings) -> Iterator[Message]:
-    """Leaf parts in order, entering multiparts and attached messages; iterative, so depth
-    is bounded by `max_depth`, never by Python's stack."""
-    stack: list[tuple[Message, int]] = [(message, 0)]
-    seen = 0
-    while stack:
-        part, depth = stack.pop()
-        seen += 1
-        if seen > limits.max_parts:
-            raise Quarantine(f"more than {limits.max_parts} MIME parts")
-        if depth > limits.max_depth:
-            raise Quarantine(f"MIME parts nested deeper than {limits.max_depth}")
-        children = _children(part)
-        if children is None:
-            yield part
-        else:
-            stack.extend((child, depth + 1) for child in reversed(children))
+def _body(leaf: Leaf) -> Body:
+    assert isinstance(leaf.sink, Body)
+    return leaf.sink
 
 
-def _children(part: Message) -> list[Message] | None:
-    payload = part.get_payload()
-    if part.is_multipart() and isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    if _is_attached_message(part):
-        data = part.get_payload(decode=True)
-        return [parse(data)] if isinstance(data, bytes) and data.strip() else []
-    return None
+def _open_body(head: EmailMessage, target: _Target[P]) -> Body:
+    """Keep what may be a document (or is a message to enter); count the rest."""
+    media_type = head.get_content_type()
+    name = _decoded_filename(head)
+    wanted = name.lower().endswith(".eml") or not _never_a_document(head, media_type, name)
+    return Body(target.keeper() if wanted else None, scan_cids=media_type == "text/html")
 
 
-def _is_attached_message(part: Message) -> bool:
-    """message/rfc822 that Python left unparsed (encoded), or a `.eml` sent as a file."""
-    if part.get_content_type() == "message/rfc822":
-        return True
-    return _decoded_filename(part).lower().endswith(".eml")
+def _attached(leaf: Leaf, target: _Target[P]) -> BinaryIO | None:
+    """A `.eml` sent as a file is entered like an attached message (nothing to enter when
+    it is blank); its kept bytes are only read to do so."""
+    body = _body(leaf)
+    body.finish_scan()
+    if not _decoded_filename(leaf.head).lower().endswith(".eml") or body.keeper is None:
+        return None
+    if body.blank:
+        target.discard(body.keeper)
+        return io.BytesIO(b"")
+    reader = target.open(body.keeper)
+    target.discard(body.keeper)  # the open reader keeps the bytes until it is closed
+    return reader
 
 
-def _referenced_cids(leaves: list[Message]) -> set[str]:
-    found: set[str] = set()
-    for part in leaves:
-        if part.get_content_type() != "text/html":
-            continue
-        data = part.get_payload(decode=True)
-        if isinstance(data, bytes):
-            found.update(
-                urllib.parse.unquote(m.decode("ascii", "replace")).lower()
-                for m in _CID.findall(data)
-            )
-    return found
+def _drop(leaves: list[Leaf], target: _Target[P]) -> None:
+    for leaf in leaves:
+        keeper = _body(leaf).keeper
+        if keeper is not None:
+            target.discard(keeper)
 
 
 def _content_id(part: Message) -> str:
@@ -185,43 +319,44 @@ def _content_id(part: Message) -> str:
 
 
 def _classify(
-    part: Message,
+    leaf: Leaf,
     number: int,
     cids: set[str],
     limits: MimeSettings,
     budget: archive.Budget,
-    result: Extraction,
+    result: Extraction[P],
+    target: _Target[P],
 ) -> None:
+    part, body = leaf.head, _body(leaf)
     media_type = part.get_content_type()
     raw_name = _decoded_filename(part)
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
     name = safe_filename(raw_name, fallback=_fallback_name(media_type, number))
-
-    def skip(what: str, why: str) -> None:
-        result.skipped.append(Skipped(what, media_type, len(data), why))
-
-    why = _not_a_document(part, media_type, raw_name, len(data), cids, limits)
-    if why:
-        skip(name, why)
+    why = _not_a_document(part, media_type, raw_name, body.size, cids, limits)
+    if why or body.keeper is None:
+        result.skipped.append(Skipped(name, media_type, body.size, why))
+        if body.keeper is not None:
+            target.discard(body.keeper)
         return
     if archive.is_archive(name, media_type):
         try:
-            entries = archive.unpack(data, name, limits, budget, _skip_entry(result))
+            entries = archive.unpack(
+                target.read(body.keeper), name, limits, budget, _skip_entry(result)
+            )
         except archive.ArchiveRefused as exc:
             raise Quarantine(str(exc)) from None
         except archive.Unreadable:
             entries = None
         if entries is not None:
+            target.discard(body.keeper)
             result.parts.extend(
-                Part(safe_filename(e.name, fallback=f"{name}-entry"), e.media_type, e.data)
+                target.entry(safe_filename(e.name, fallback=f"{name}-entry"), e.media_type, e.data)
                 for e in entries
             )
             return
-    result.parts.append(Part(name, media_type, data))
+    result.parts.append(target.part(name, media_type, body.keeper))
 
 
-def _skip_entry(result: Extraction) -> Callable[[str, str], None]:
+def _skip_entry(result: Extraction[P]) -> Callable[[str, str], None]:
     def skip(name: str, why: str) -> None:
         result.skipped.append(Skipped(name, "application/octet-stream", 0, why))
 
@@ -232,13 +367,9 @@ def _not_a_document(
     part: Message, media_type: str, name: str, size: int, cids: set[str], limits: MimeSettings
 ) -> str:
     """Why this leaf is not a document, or "" when it is one."""
-    disposition = part.get_content_disposition()
-    if media_type in NOT_DOCUMENTS:
-        return NOT_DOCUMENTS[media_type]
-    if part.get_content_maintype() in ("multipart", "message"):
-        return "multipart without readable parts"
-    if media_type in BODY_TYPES and not name and disposition != "attachment":
-        return "message body"
+    never = _never_a_document(part, media_type, name)
+    if never:
+        return never
     if size == 0:
         return "empty part"
     if part.get_content_maintype() == "image":
@@ -247,6 +378,17 @@ def _not_a_document(
             return "image shown in the HTML body"
         if size < limits.small_image_bytes:
             return f"image smaller than {limits.small_image_bytes} bytes (logo or signature)"
+    return ""
+
+
+def _never_a_document(part: Message, media_type: str, name: str) -> str:
+    """Why this leaf cannot be a document whatever its body, or ""."""
+    if media_type in NOT_DOCUMENTS:
+        return NOT_DOCUMENTS[media_type]
+    if part.get_content_maintype() in ("multipart", "message"):
+        return "multipart without readable parts"
+    if media_type in BODY_TYPES and not name and part.get_content_disposition() != "attachment":
+        return "message body"
     return ""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import IO
 
 from pypdf import PasswordType, PdfReader
 
@@ -33,10 +34,11 @@ def looks_like_pdf(data: bytes) -> bool:
     return PDF_MAGIC in data[:1024]
 
 
-def open_pdf(data: bytes) -> PdfReader:
-    """A reader on `data`, decrypted when only an owner password protects it."""
+def open_pdf(data: bytes | IO[bytes]) -> PdfReader:
+    """A reader on `data` (bytes, or a file it reads from as it needs), decrypted when only
+    an owner password protects it."""
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
+        reader = PdfReader(io.BytesIO(data) if isinstance(data, bytes) else data, strict=False)
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
             raise PdfUnreadable("pdf-encrypted", "the PDF needs a password to open")
         len(reader.pages)

@@ -8,8 +8,9 @@ evidence of either; the declared media type only helps a person read a refusal.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 from lxml import etree
 
@@ -27,6 +28,20 @@ from gateway.rules.xmlpath import local_name
 from gateway.rules.xmlsafe import NotXml, looks_like_xml, parse_xml
 from gateway.rules.xsd import MAX_ERRORS, UblSchemas
 from gateway.store.models import DocType
+
+# Enough of a file to tell PDF, CODA and XML apart without reading the rest.
+HEAD = 4096
+
+
+@runtime_checkable
+class Content(Protocol):
+    """A file recognised where it lies, read only as far as its format needs: a PDF is
+    opened from the file (pypdf reads what it looks at), XML and CODA are read whole, and
+    anything else is refused from its first bytes."""
+
+    def head(self, size: int) -> bytes: ...
+    def open(self) -> IO[bytes]: ...
+    def read(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -50,10 +65,12 @@ class Options:
 
 @dataclass(frozen=True)
 class Visual:
-    """A PDF that shows a structured document: embedded in it, or sent beside it."""
+    """A PDF that shows a structured document: embedded in it (`data`), or sent beside it
+    (`part`, the index of that file among the message's parts, which are stored anyway)."""
 
     filename: str
-    data: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
+    part: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,22 +94,34 @@ class Recognition:
 def recognize(
     filename: str,
     media_type: str,
-    data: bytes,
+    data: bytes | Content,
     dossier: DossierFacts,
     options: Options = Options(),
     hint: Side | None = None,
 ) -> Recognition:
     """`hint` is a side declared outside the document (the intake address); only a plain PDF
     without a customer/supplier label uses it. Structured documents decide for themselves."""
-    if looks_like_pdf(data) and not looks_like_xml(data):
-        return _pdf(data, dossier, options, hint)
-    if looks_like_coda(data):
-        return _coda(data, dossier)
+    head = data[:HEAD] if isinstance(data, bytes) else data.head(HEAD)
+    if not head.lstrip(b"\xef\xbb\xbf \t\r\n"):  # only blanks so far: look at all of it
+        head = data if isinstance(data, bytes) else data.read()
+    if looks_like_pdf(head) and not looks_like_xml(head):
+        with _opened(data) as source:
+            return _pdf(source, dossier, options, hint)
+    if looks_like_coda(head):
+        return _coda(_whole(data), dossier)
     try:
-        root = parse_xml(data)
+        root = parse_xml(_whole(data) if looks_like_xml(head) else head)
     except NotXml as exc:
         return Recognition(None, f"{exc}{_declared(filename, media_type)}")
     return _xml(root, dossier, options)
+
+
+def _whole(data: bytes | Content) -> bytes:
+    return data if isinstance(data, bytes) else data.read()
+
+
+def _opened(data: bytes | Content) -> AbstractContextManager[bytes | IO[bytes]]:
+    return nullcontext(data) if isinstance(data, bytes) else data.open()
 
 
 def _xml(root: etree._Element, dossier: DossierFacts, options: Options) -> Recognition:
@@ -138,7 +167,9 @@ def _statement(facts: StatementFacts, dossier: DossierFacts) -> Recognition:
     return _recognised(decide_statement(facts, dossier.ids, dossier.ibans), facts.as_json())
 
 
-def _pdf(data: bytes, dossier: DossierFacts, options: Options, hint: Side | None) -> Recognition:
+def _pdf(
+    data: bytes | IO[bytes], dossier: DossierFacts, options: Options, hint: Side | None
+) -> Recognition:
     """A hybrid PDF is its XML; a PDF that embeds no invoice XML is read as text."""
     try:
         reader = open_pdf(data)

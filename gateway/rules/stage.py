@@ -13,7 +13,14 @@ from typing import Protocol
 from gateway.rules.bundle import Item, pair_visuals
 from gateway.rules.pdftext import Side
 from gateway.rules.policy import Outcome, Rule, Subject, evaluate
-from gateway.rules.recognize import DossierFacts, Options, Recognition, Visual, recognize
+from gateway.rules.recognize import (
+    Content,
+    DossierFacts,
+    Options,
+    Recognition,
+    Visual,
+    recognize,
+)
 from gateway.store.models import DocType
 
 
@@ -72,8 +79,8 @@ def plan(
     for index, (part, recognition) in enumerate(zip(parts, found, strict=True)):
         if index in shows:
             continue
-        pdf = parts[shown_by[index]] if index in shown_by else None
-        visual = Visual(pdf.filename, pdf.data) if pdf else recognition.visual
+        pdf = shown_by.get(index)
+        visual = Visual(parts[pdf].filename, part=pdf) if pdf is not None else recognition.visual
         subject = Subject(
             sender=envelope.sender,
             recipients=envelope.recipients,
@@ -88,8 +95,9 @@ def plan(
     return planned
 
 
-def _args(part: FilePart) -> tuple[str, str, bytes]:
-    return part.filename, part.media_type, part.data
+def _args(part: FilePart) -> tuple[str, str, bytes | Content]:
+    """A part that can be read where it lies is recognised from there (see `Content`)."""
+    return part.filename, part.media_type, part if isinstance(part, Content) else part.data
 
 
 def _hinted(found: Recognition, hint: str) -> Recognition:

@@ -1,0 +1,150 @@
+"""The rules stage works in batches: one commit for many messages, a failure set aside alone,
+blobs durable before the rows that name them, nothing staged left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+import gateway.pipeline
+from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
+from gateway.intake.accept import Envelope, accept_message
+from gateway.office import put_dossier, put_integration
+from gateway.pipeline import PipelineRunner
+from gateway.store.db import Store, open_store, upgrade
+from gateway.store.models import Delivery, Document, Message
+
+ADDRESS = "acme@docs.example"
+REPO = Path(__file__).resolve().parents[2]
+INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = open_store(f"sqlite:///{tmp_path}/p.db", tmp_path / "blobs")
+    upgrade(store.engine)
+    with store.session.begin() as session:
+        drop = IntegrationEntry("drop", "directory", {"path": str(tmp_path / "out")})
+        put_integration(session, drop, "t")
+        spec = DossierSettings(
+            "acme", "drop", vat="BE0123456749", addresses=[ADDRESS], auto_send=True
+        )
+        put_dossier(session, spec)
+    return store
+
+
+def accept(store: Store, n: int, filename: str = "") -> None:
+    msg = EmailMessage()
+    msg["From"] = "supplier@example.com"
+    msg["To"] = ADDRESS
+    msg["Subject"] = f"invoice {n}"
+    msg["Message-ID"] = f"<batch-{n}@example.com>"
+    msg.set_content("attached")
+    data = INVOICE.replace(b"INV-2026-0042", f"INV-BATCH-{n:03d}".encode())
+    name = filename or f"inv-{n}.xml"
+    msg.add_attachment(data, maintype="application", subtype="xml", filename=name)
+    accept_message(store, msg.as_bytes(), Envelope("smtp", "supplier@example.com", [ADDRESS]))
+
+
+def runner(store: Store) -> PipelineRunner:
+    return PipelineRunner(store, DeliverySettings(), asyncio.Event())
+
+
+def commits(store: Store) -> list[int]:
+    seen: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: seen.append(1))
+    return seen
+
+
+def test_a_batch_of_messages_is_one_commit(store: Store) -> None:
+    for n in range(6):
+        accept(store, n)
+    seen = commits(store)
+    assert runner(store).process_batch() == 6
+    assert len(seen) == 1
+    with store.session() as session:
+        docs = session.scalars(select(Document).order_by(Document.id)).all()
+        assert [d.filename for d in docs] == [f"inv-{n}.xml" for n in range(6)]
+        assert len(session.scalars(select(Delivery)).all()) == 6
+        assert all(m.processed_at for m in session.scalars(select(Message)))
+
+
+def test_a_message_failing_in_its_savepoint_is_shunted_alone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected fault while the batch is written: that message's rows are rolled back, it is
+    set aside with the reason, and the messages before and after it are kept."""
+    for n in range(5):
+        accept(store, n, filename="boom.xml" if n == 2 else "")
+    real = gateway.pipeline.mark_duplicate
+
+    def failing(session: Any, doc: Document, text: str = "") -> None:
+        if doc.filename == "boom.xml":
+            session.flush()  # something of it is in the database when it fails
+            raise RuntimeError("injected")
+        real(session, doc, text)
+
+    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", failing)
+    seen = commits(store)
+    assert runner(store).process_batch() == 5
+    assert len(seen) == 1
+    with store.session() as session:
+        docs = session.scalars(select(Document).order_by(Document.id)).all()
+        assert [d.filename for d in docs] == ["inv-0.xml", "inv-1.xml", "inv-3.xml", "inv-4.xml"]
+        assert len(session.scalars(select(Delivery)).all()) == 4
+        messages = session.scalars(select(Message).order_by(Message.id)).all()
+        assert [m.verdict for m in messages] == ["accepted"] * 2 + ["failed"] + ["accepted"] * 2
+        assert messages[2].reason == "internal-error: RuntimeError: injected"
+        assert all(m.processed_at for m in messages)
+
+
+def test_blobs_are_synced_together_before_the_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new blob file is synced once and each directory once, all before the commit; the
+    documents' files are in place and nothing staged is left."""
+    for n in range(8):
+        accept(store, n)
+    order: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    event.listen(store.engine, "commit", lambda _conn: order.append("commit"))
+    runner(store).process_batch()
+    with store.session() as session:
+        digests = set(session.scalars(select(Document.blob_sha256)))
+    directories = {store.blobs.path(d).parent for d in digests}
+    assert order == ["fsync"] * (len(digests) + len(directories)) + ["commit"]
+    assert all(store.blobs.path(d).is_file() for d in digests)
+    assert list((store.blobs.root / ".staging").iterdir()) == []
+
+
+def test_a_quarantined_message_in_a_batch_is_kept_aside_and_stages_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    accept(store, 0)
+    raw = b"From: a@example.com\r\nX-Junk: " + b"a" * 200_000 + b"\r\n\r\nbody"
+    accept_message(store, raw, Envelope("smtp", "a@example.com", [ADDRESS]))
+    accept(store, 1)
+    assert runner(store).process_batch() == 3
+    with store.session() as session:
+        messages = session.scalars(select(Message).order_by(Message.id)).all()
+        assert [m.verdict for m in messages] == ["accepted", "quarantined", "accepted"]
+        assert len(session.scalars(select(Document)).all()) == 2
+    assert list((store.blobs.root / ".staging").iterdir()) == []
+
+
+def test_staged_files_left_by_a_crash_are_swept(store: Store) -> None:
+    writer = store.blobs.stage()
+    writer.write(b"half a document")
+    staged = writer.finish()
+    old = staged.path.stat().st_mtime - 7200
+    os.utime(staged.path, (old, old))
+    fresh = store.blobs.stage().finish()
+    assert store.blobs.sweep_staging() == 1
+    assert not staged.path.exists() and fresh.path.exists()
