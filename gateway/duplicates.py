@@ -9,7 +9,7 @@ first (the original, never to another duplicate), and never delivered.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.bundle import pdf_shows
@@ -20,21 +20,25 @@ RECENT_STRUCTURED = 500
 
 
 def mark_duplicate(session: Session, doc: Document, text: str = "") -> None:
-    checks: list[tuple[ColumnElement[bool], str]] = [
-        (Document.blob_sha256 == doc.blob_sha256, "same file")
-    ]
-    if doc.dedupe_key:
-        checks.append((Document.dedupe_key == doc.dedupe_key, "same supplier, number and type"))
-    for condition, why in checks:
-        found = select(Document).where(*_originals(doc), condition).order_by(Document.id)
-        first = session.scalars(found).first()
-        if first is not None:
-            _link(doc, first, why)
-            return
-    if text and doc.facts.get("syntax") == "pdf":
+    """Link `doc` to the earlier original it repeats: the same file first, else the same
+    identity, else (a plain PDF) the structured document its text shows. One query answers
+    the first two, reading ids only: this runs for every new document."""
+    same_file = Document.blob_sha256 == doc.blob_sha256
+    wanted = or_(same_file, Document.dedupe_key == doc.dedupe_key) if doc.dedupe_key else same_file
+    found = session.execute(
+        select(Document.id, Document.blob_sha256)
+        .where(*_originals(doc), wanted)
+        .order_by(Document.id)
+    ).all()
+    by_file = [row.id for row in found if row.blob_sha256 == doc.blob_sha256]
+    if by_file:
+        _link(doc, by_file[0], "same file")
+    elif found:
+        _link(doc, found[0].id, "same supplier, number and type")
+    elif text and doc.facts.get("syntax") == "pdf":
         shown = _shown_invoice(session, doc, text)
         if shown is not None:
-            _link(doc, shown, "the PDF of it: its number and supplier VAT are in the text")
+            _link(doc, shown.id, "the PDF of it: its number and supplier VAT are in the text")
 
 
 def _shown_invoice(session: Session, doc: Document, text: str) -> Document | None:
@@ -57,7 +61,7 @@ def _originals(doc: Document) -> tuple[ColumnElement[bool], ...]:
     return (Document.dossier_id == doc.dossier.id, Document.duplicate_of_id.is_(None))
 
 
-def _link(doc: Document, first: Document, why: str) -> None:
-    doc.duplicate_of_id = first.id
-    note = f"duplicate of document {first.id} ({why})"
+def _link(doc: Document, first: int, why: str) -> None:
+    doc.duplicate_of_id = first
+    note = f"duplicate of document {first} ({why})"
     doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
