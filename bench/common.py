@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -9,6 +10,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+# Gateways run from their work directories: make them import this checkout, not another
+# installed copy of the package.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 from integration.gateway_proc import Gateway  # noqa: E402
 from integration.servers import free_port, start_sshd, stop_process, wait_for_port  # noqa: E402
