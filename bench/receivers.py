@@ -50,12 +50,15 @@ async def serve(kind: str, port: int, spool: Path | None) -> None:
 
 
 async def serve_door(port: int, state: Path) -> None:
-    """The gateway's SMTP door alone, durable (fsync + group commit), no rules stage."""
+    """The gateway's SMTP door alone, durable (fsync + group commit), no rules stage; it logs
+    as the daemon does (JSON lines at INFO), which is part of what a message costs."""
     from gateway.config import SmtpSettings
+    from gateway.logging import configure
     from gateway.intake.smtpd import door
     from gateway.store.db import open_store, upgrade
     from gateway.store.models import Address, Dossier
 
+    configure("info", "json")
     store = open_store(f"sqlite:///{state}/gateway.db", state / "blobs")
     upgrade(store.engine)
     with store.session.begin() as session:
