@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from gateway.intake.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd import checks
+from gateway.intake.smtpd.lean import LeanSMTP
 from gateway.intake.spool import DURABLE_IO, Spooled, SpoolFile
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ def refusal(error: DataError) -> str:
     return checks.BARE_LINE_ENDING
 
 
-class StreamingSMTP(SMTP):
+class StreamingSMTP(LeanSMTP):
     """An aiosmtpd `SMTP` whose DATA streams to a spool file in `spool_dir`."""
 
     def __init__(

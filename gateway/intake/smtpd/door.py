@@ -37,6 +37,7 @@ from gateway.intake.senders import allowlist, authentication
 from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks, login
 from gateway.intake.smtpd.checks import NO_ROOM, TEMPFAIL
+from gateway.intake.smtpd.lean import ScannedNames
 from gateway.intake.spool import DURABLE_IO, Spooled
 from gateway.office import allowed_patterns
 from gateway.store.db import Store
@@ -167,7 +168,7 @@ class GatewaySMTP(StreamingSMTP):
 
 
 @dataclass
-class Handler:
+class Handler(ScannedNames):
     store: Store
     on_accept: Callable[[], None]
     smtp: SmtpSettings
