@@ -16,6 +16,7 @@ import pytest
 import trustme
 from integration.smtp_door import SmtpDoor, dossier
 
+from gateway import office
 from gateway.config import DeliverySettings
 from gateway.pipeline import PipelineRunner
 
@@ -149,6 +150,38 @@ def test_envelope_sender_not_allowed_is_refused_at_rcpt_naming_the_policy(door: 
         assert client.rcpt("open@docs.office.example")[0] == 250
         client.data(_mail("mallory@evil.example"))
     assert [m.routes for m in door.messages()] == [[{"dossier": "open", "hint": ""}]]
+
+
+def test_addresses_and_senders_added_while_running_count_at_once(door: SmtpDoor) -> None:
+    """The door answers from a snapshot of the routing tables, but never refuses from an old
+    one: what the CLI or a reload just added is accepted on the next command."""
+    late = "late@docs.office.example"
+    with _client(door) as client:
+        assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+        client.mail("carol@partner.example")
+        assert client.rcpt("acme@docs.office.example")[0] == 550
+        assert client.rcpt(late)[0] == 550
+        client.rset()
+        with door.store.session.begin() as session:
+            office.put_dossier(session, dossier("acme", [GOOD, "carol@partner.example"]))
+            office.put_dossier(session, dossier("late"))
+        client.mail("carol@partner.example")
+        assert client.rcpt("acme@docs.office.example")[0] == 250
+        assert client.rcpt(late)[0] == 250
+        assert client.data(_mail("carol@partner.example", to=late))[0] == 250
+    assert [m.routes for m in door.messages()][-1] == [
+        {"dossier": "acme", "hint": ""},
+        {"dossier": "late", "hint": ""},
+    ]
+
+
+def test_a_sender_allowed_while_running_passes_the_check_after_data(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        assert client.rcpt("acme@docs.office.example")[0] == 250
+        with door.store.session.begin() as session:
+            office.put_dossier(session, dossier("acme", [GOOD, "carol@partner.example"]))
+        assert client.data(_mail("carol@partner.example"))[0] == 250
 
 
 @pytest.mark.parametrize(

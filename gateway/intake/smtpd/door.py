@@ -20,6 +20,7 @@ import contextlib
 import functools
 import secrets
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, AnyStr
@@ -39,7 +40,6 @@ from gateway.intake.smtpd import checks, login
 from gateway.intake.smtpd.checks import NO_ROOM, TEMPFAIL
 from gateway.intake.smtpd.lean import ScannedNames
 from gateway.intake.spool import DURABLE_IO, Spooled
-from gateway.office import allowed_patterns
 from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,9 @@ ENHANCED = {
     ),
     "500 Command line too long": "500 5.5.2 Command line too long",
 }
+
+# How long a measure of the spool's free space that showed enough room is used (`_room`).
+FREE_SPACE_MAX_AGE = 1.0
 
 Authenticate = Callable[[bytes, str, str, str], authentication.Evidence]
 
@@ -175,9 +178,17 @@ class Handler(ScannedNames):
     intake: IntakeSettings
     authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
     committer: GroupCommitter = field(init=False)
+    routes: routing.RouteBook = field(init=False)
+    # The spool's free space and when it was measured (monotonic); see `_room`.
+    _free: tuple[int, float] = (0, -FREE_SPACE_MAX_AGE)
 
     def __post_init__(self) -> None:
         self.committer = GroupCommitter(functools.partial(commit_arrivals, self.store))
+        self.routes = routing.RouteBook(self._read_routes)
+
+    def _read_routes(self) -> routing.Snapshot:
+        with self.store.session() as session:
+            return routing.read_snapshot(session)
 
     async def handle_MAIL(
         self,
@@ -189,13 +200,26 @@ class Handler(ScannedNames):
     ) -> str:
         """Refuse early, like Postfix's queue_minfree, when the spool could not take two
         messages of the largest size: the client keeps the mail and tries again later."""
-        free = await asyncio.to_thread(self.store.blobs.free_bytes)
+        free = await self._room()
         if free < 2 * self.smtp.max_message_size:
             log.warning("smtp_low_disk", free=free, peer=_peer(session))
             return NO_ROOM
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
+
+    async def _room(self) -> int:
+        """The spool's free bytes: a measure up to FREE_SPACE_MAX_AGE old when it showed
+        enough room, a new one otherwise, so a disk just emptied is seen at once. Space taken
+        in between is no risk: a write that finds the disk full answers 452 all the same."""
+        free, measured = self._free
+        enough = free >= 2 * self.smtp.max_message_size
+        if enough and time.monotonic() - measured < FREE_SPACE_MAX_AGE:
+            return free
+        measured = time.monotonic()
+        free = await asyncio.to_thread(self.store.blobs.free_bytes)
+        self._free = (free, measured)
+        return free
 
     async def handle_RCPT(
         self,
@@ -207,8 +231,13 @@ class Handler(ScannedNames):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.smtp.max_recipients:
             return checks.TOO_MANY_RECIPIENTS
+        asked = time.monotonic()
+        sender = envelope.mail_from or ""
         try:
-            target = await asyncio.to_thread(self._target, address)
+            target = await self._target(address, asked - routing.MAX_AGE)
+            if target is None or not _allows(target, sender):
+                # Refused only on what the database says now (see `routing`).
+                target = await self._target(address, asked)
         except Exception:
             log.exception("smtp_rcpt_lookup_failed", rcpt=address)
             return TEMPFAIL
@@ -220,7 +249,7 @@ class Handler(ScannedNames):
                 return HARVESTING
             return f"550 5.1.1 <{address}>: no dossier has this address"
         slug = target.route.dossier
-        verdict = allowlist.check_envelope(slug, target.patterns, envelope.mail_from or "")
+        verdict = allowlist.check_envelope(slug, target.patterns, sender)
         if not verdict.allowed:
             log.info("smtp_sender_refused", rcpt=address, dossier=slug, at="rcpt")
             return checks.refusal(verdict)
@@ -228,6 +257,11 @@ class Handler(ScannedNames):
         if all(t.route.dossier != slug for t in envelope.targets):
             envelope.targets.append(target)
         return "250 2.1.5 Ok"
+
+    async def _target(self, address: str, since: float) -> Target | None:
+        snapshot = await self.routes.snapshot(since)
+        route = snapshot.route(address)
+        return None if route is None else Target(route, snapshot.allowed(route.dossier))
 
     async def handle_SPOOLED(
         self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
@@ -286,10 +320,9 @@ class Handler(ScannedNames):
         """("", evidence) when every dossier of the transaction allows this message, else
         the refusal of the first that does not. The From header comes from the header block
         `head`; the whole message is read only when DKIM/SPF alignment must be evaluated."""
-        guarded = [t for t in envelope.targets if t.patterns]
-        policy = allowlist.SenderPolicy(self.intake.sender_policy)
-        if not guarded:
+        if not any(t.patterns for t in envelope.targets):
             return "", {}
+        policy = allowlist.SenderPolicy(self.intake.sender_policy)
         evidence = authentication.Evidence()
         if policy is allowlist.SenderPolicy.ALIGNED and session.authenticated:
             # The login proves the sender better than SPF or DKIM would.
@@ -297,21 +330,24 @@ class Handler(ScannedNames):
             evidence = authentication.Evidence(results={"smtp_auth": session.login_data.decode()})
         elif policy is allowlist.SenderPolicy.ALIGNED:
             evidence = await self._evidence(session, envelope, spooled)
-        from_values = mime.header_values(head, "From")
-        for target in guarded:
-            verdict = allowlist.check_message(
-                target.route.dossier,
-                target.patterns,
-                envelope.mail_from or "",
-                from_values,
-                policy,
-                evidence.passed,
-                evidence.temporary,
+        verdict = functools.partial(
+            _first_refused,
+            sender=envelope.mail_from or "",
+            from_values=mime.header_values(head, "From"),
+            policy=policy,
+            evidence=evidence,
+        )
+        refused = verdict(envelope.targets)
+        if refused is not None:
+            # Refused only on what the database says now (see `routing`).
+            fresh = await self.routes.snapshot(time.monotonic())
+            refused = verdict(
+                [Target(t.route, fresh.allowed(t.route.dossier)) for t in envelope.targets]
             )
-            if not verdict.allowed:
-                log.info("smtp_sender_refused", dossier=target.route.dossier, at="data")
-                return checks.refusal(verdict), evidence.results
-        return "", evidence.results
+        if refused is None:
+            return "", evidence.results
+        log.info("smtp_sender_refused", dossier=refused[0], at="data")
+        return checks.refusal(refused[1]), evidence.results
 
     async def _evidence(
         self, session: Session, envelope: GatewayEnvelope, spooled: Spooled
@@ -327,12 +363,35 @@ class Handler(ScannedNames):
         log.error("smtp_session_error", error=repr(error))
         return TEMPFAIL
 
-    def _target(self, address: str) -> Target | None:
-        with self.store.session() as session:
-            route = routing.resolve(session, address)
-            if route is None:
-                return None
-            return Target(route, allowed_patterns(session, route.dossier))
+
+def _first_refused(
+    targets: list[Target],
+    *,
+    sender: str,
+    from_values: list[str],
+    policy: allowlist.SenderPolicy,
+    evidence: authentication.Evidence,
+) -> tuple[str, allowlist.Verdict] | None:
+    """The first dossier of `targets` that does not allow the message, with its verdict."""
+    for target in targets:
+        if not target.patterns:
+            continue
+        verdict = allowlist.check_message(
+            target.route.dossier,
+            target.patterns,
+            sender,
+            from_values,
+            policy,
+            evidence.passed,
+            evidence.temporary,
+        )
+        if not verdict.allowed:
+            return target.route.dossier, verdict
+    return None
+
+
+def _allows(target: Target, sender: str) -> bool:
+    return allowlist.check_envelope(target.route.dossier, target.patterns, sender).allowed
 
 
 def _peer(session: Session | None) -> str:
