@@ -108,23 +108,29 @@ class RouteBook:
     def __init__(self, read: Callable[[], Snapshot]) -> None:
         self._read = read
         self._latest: Snapshot | None = None
-        self._reading: asyncio.Task[Snapshot] | None = None
+        self._reading: asyncio.Task[None] | None = None
 
     async def snapshot(self, since: float) -> Snapshot:
         """A snapshot taken at `since` (monotonic) or later."""
         while self._latest is None or self._latest.taken < since:
             if self._reading is None:
                 self._reading = asyncio.create_task(self._fetch(), name="route-book")
-                self._reading.add_done_callback(self._fetched)
+                self._reading.add_done_callback(_retrieved)
             await asyncio.shield(self._reading)
         return self._latest
 
-    async def _fetch(self) -> Snapshot:
-        return await asyncio.to_thread(self._read)
+    async def _fetch(self) -> None:
+        # The state changes before the task is done: whoever sees a finished read sees its
+        # snapshot (a done callback would run later, and a waiter in between would spin).
+        try:
+            latest = await asyncio.to_thread(self._read)
+        finally:
+            self._reading = None
+        if self._latest is None or latest.taken > self._latest.taken:
+            self._latest = latest
 
-    def _fetched(self, task: asyncio.Task[Snapshot]) -> None:
-        self._reading = None
-        if not task.cancelled() and task.exception() is None:
-            latest = task.result()
-            if self._latest is None or latest.taken > self._latest.taken:
-                self._latest = latest
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a failed read's error as seen even when every waiter has gone."""
+    if not task.cancelled():
+        task.exception()

@@ -4,6 +4,7 @@ all waiting sessions, and again whenever a caller needs a newer one."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -114,3 +115,25 @@ def test_a_failed_read_reaches_the_caller_and_the_next_call_reads_again(store: S
         assert snapshot.route("acme@docs.example") == routing.Route("acme")
 
     asyncio.run(main())
+
+
+def test_many_sessions_asking_at_once_never_spin(store: Store) -> None:
+    """A session that asks right as a read finishes gets that read's snapshot; it must not
+    find the finished read without its result and go round in a loop that never yields."""
+
+    def read() -> routing.Snapshot:
+        return routing.Snapshot({}, {}, time.monotonic())
+
+    async def session(book: routing.RouteBook, rng: random.Random) -> None:
+        for _ in range(300):
+            await book.snapshot(time.monotonic() - rng.random() / 1000)
+            await asyncio.sleep(rng.random() / 2000)
+
+    async def main() -> None:
+        book = routing.RouteBook(read)
+        await asyncio.gather(*(session(book, random.Random(n)) for n in range(30)))
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "a session spun on a finished read"
