@@ -26,13 +26,11 @@ from sqlalchemy.orm import Session
 
 from gateway import metrics
 from gateway.intake import mime
-from gateway.intake.spool import Spooled
+from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
 from gateway.store.db import Store
 from gateway.store.models import Event, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
-# A header block longer than this is read no further: the rest is body for our purposes.
-HEAD_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -252,5 +250,5 @@ def read_head(path: Path) -> bytes:
     HEAD_LIMIT; blocking, so call it from a thread."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD_LIMIT)
-    end = head.find(b"\r\n\r\n")
-    return head if end < 0 else head[: end + 4]
+    end = head.find(END_OF_HEAD)
+    return head if end < 0 else head[: end + len(END_OF_HEAD)]

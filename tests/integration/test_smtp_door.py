@@ -3,9 +3,11 @@ or after DATA, explicit limits with enhanced status codes, STARTTLS, and smuggli
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -209,6 +211,28 @@ def test_forged_header_from_is_refused_after_data(door: SmtpDoor, headers: str, 
         f"5.7.1 dossier acme accepts documents only from its allowed senders: {why}"
     )
     assert door.messages() == []
+
+
+def test_an_accepted_message_is_fsynced_once_with_its_directory_and_a_refused_one_never(
+    door: SmtpDoor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[bool] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    forged = b"From: mallory@evil.example\r\nSubject: x\r\n\r\nbody\r\n"
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("acme@docs.office.example")
+        assert client.data(forged)[0] == 550
+        assert synced == []
+        assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+    assert sorted(synced) == [False, True]  # the message's file, then the blob directory
+    assert len(door.messages()) == 1
 
 
 def test_recipient_limit(door: SmtpDoor) -> None:

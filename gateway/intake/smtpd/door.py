@@ -2,10 +2,11 @@
 
 Routing is on the envelope recipient only: an address no dossier owns is refused at RCPT, so
 the gateway can never relay. A sender a dossier does not allow is refused at RCPT when the
-envelope already shows it, else after DATA, with `550 5.7.1`. DATA streams into an fsync'd
-spool file (`smtp_data`) with bounded memory; the checks read its header block back (and the
-whole file only for DKIM/SPF alignment), then the file becomes the blob by rename and its row
-is committed together with other sessions' (`group_commit`). `250` is answered only after that
+envelope already shows it, else after DATA, with `550 5.7.1`. DATA streams into a spool
+file (`smtp_data`) with bounded memory; the checks use its header block, kept as it streamed
+(and read the whole file only for DKIM/SPF alignment), then one thread hop fsyncs it, makes it
+the blob by rename and syncs the directory, and its row is committed together with other
+sessions' (`group_commit`). `250` is answered only after that
 commit; a full disk answers `452 4.3.1`, any other failure `451 4.3.0`, so the client keeps the
 message and tries again, never aiosmtpd's `500`.
 
@@ -31,7 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import metrics
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import mime, routing, spool
-from gateway.intake.accept import Accepted, Route, adopt_spooled, commit_arrivals, read_head
+from gateway.intake.accept import Accepted, Arrival, Route, adopt_spooled, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.group_commit import GroupCommitter
 from gateway.intake.senders import allowlist, authentication
@@ -39,7 +40,7 @@ from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks, login
 from gateway.intake.smtpd.checks import NO_ROOM, TEMPFAIL
 from gateway.intake.smtpd.lean import ScannedNames
-from gateway.intake.spool import DURABLE_IO, Spooled
+from gateway.intake.spool import DURABLE_IO, SpoolFile
 from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
@@ -264,42 +265,43 @@ class Handler(ScannedNames):
         return None if route is None else Target(route, snapshot.allowed(route.dossier))
 
     async def handle_SPOOLED(
-        self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
+        self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
-        """The end of DATA: the message is fsync'd in the spool, which is now ours to adopt or
-        remove. Refusals and failures remove it; `250` only once its row is committed."""
+        """The end of DATA: the checks on the header block kept while it streamed, then one
+        thread hop makes the message durable and adopts it as a blob (`_store`); `250` only
+        once its row is committed. A refused message is never fsync'd; `StreamingSMTP` drops
+        it, and whatever a failure leaves."""
         assert isinstance(envelope, GatewayEnvelope)  # `GatewaySMTP` creates no other kind
         try:
-            reply, accepted = await self._take(session, envelope, spooled)
+            reply, accepted = await self._take(session, envelope, spool)
         except OSError as exc:
-            log.exception("smtp_accept_failed", peer=_peer(session), size=spooled.size)
+            log.exception("smtp_accept_failed", peer=_peer(session), size=spool.size)
             reply, accepted = checks.storage_failure(exc), None
         except Exception:
-            log.exception("smtp_accept_failed", peer=_peer(session), size=spooled.size)
+            log.exception("smtp_accept_failed", peer=_peer(session), size=spool.size)
             reply, accepted = TEMPFAIL, None
         if accepted is None:
-            await asyncio.to_thread(spooled.path.unlink, missing_ok=True)
             return reply
         log.info(
             "message_accepted",
             message=accepted.message_id,
             duplicate=accepted.duplicate,
-            size=spooled.size,
+            size=spool.size,
             rcpts=len(envelope.rcpt_tos),
         )
         self.on_accept()
         return f"250 2.0.0 Ok: queued as {accepted.message_id}"
 
     async def _take(
-        self, session: Session, envelope: GatewayEnvelope, spooled: Spooled
+        self, session: Session, envelope: GatewayEnvelope, spool: SpoolFile
     ) -> tuple[str, Accepted | None]:
         """The checks on the message, then its adoption and commit: (refusal, None) or
         ("", accepted)."""
-        head = await asyncio.to_thread(read_head, spooled.path)
+        head = spool.head
         if checks.is_looping(head):
-            log.warning("smtp_mail_loop", peer=_peer(session), size=spooled.size)
+            log.warning("smtp_mail_loop", peer=_peer(session), size=spool.size)
             return checks.LOOP, None
-        refusal, auth = await self._check_senders(session, envelope, head, spooled)
+        refusal, auth = await self._check_senders(session, envelope, head, spool)
         if refusal:
             return refusal, None
         intake = IntakeEnvelope(
@@ -308,14 +310,24 @@ class Handler(ScannedNames):
             list(envelope.rcpt_tos),
             routes=[t.route for t in envelope.targets],
         )
-        adopt = functools.partial(
-            adopt_spooled, self.store, spooled, intake, raw_head=head, auth=auth
-        )
-        arrival = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, adopt)
+        store = functools.partial(self._store, spool, intake, head, auth)
+        arrival = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, store)
         return "", await self.committer.commit(arrival)
 
+    def _store(
+        self, spool: SpoolFile, intake: IntakeEnvelope, head: bytes, auth: dict[str, Any]
+    ) -> Arrival:
+        """fsync, rename into the blob store, fsync its directory, build the row: blocking,
+        in one durable-I/O thread, so a message costs one hop however many steps it takes."""
+        spooled = spool.finish()
+        try:
+            return adopt_spooled(self.store, spooled, intake, raw_head=head, auth=auth)
+        except BaseException:
+            spooled.path.unlink(missing_ok=True)
+            raise
+
     async def _check_senders(
-        self, session: Session, envelope: GatewayEnvelope, head: bytes, spooled: Spooled
+        self, session: Session, envelope: GatewayEnvelope, head: bytes, spool: SpoolFile
     ) -> tuple[str, dict[str, Any]]:
         """("", evidence) when every dossier of the transaction allows this message, else
         the refusal of the first that does not. The From header comes from the header block
@@ -329,7 +341,7 @@ class Handler(ScannedNames):
             policy = allowlist.SenderPolicy.HEADER
             evidence = authentication.Evidence(results={"smtp_auth": session.login_data.decode()})
         elif policy is allowlist.SenderPolicy.ALIGNED:
-            evidence = await self._evidence(session, envelope, spooled)
+            evidence = await self._evidence(session, envelope, spool)
         verdict = functools.partial(
             _first_refused,
             sender=envelope.mail_from or "",
@@ -350,10 +362,10 @@ class Handler(ScannedNames):
         return checks.refusal(refused[1]), evidence.results
 
     async def _evidence(
-        self, session: Session, envelope: GatewayEnvelope, spooled: Spooled
+        self, session: Session, envelope: GatewayEnvelope, spool: SpoolFile
     ) -> authentication.Evidence:
         """SPF and DKIM results; DKIM hashes the whole message, so this reads the file."""
-        raw = await asyncio.to_thread(spooled.path.read_bytes)
+        raw = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, spool.read_back)
         peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
         return await asyncio.to_thread(
             self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
