@@ -28,9 +28,11 @@ from gateway import metrics
 from gateway.intake import mime
 from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
 from gateway.store.db import Store
-from gateway.store.models import Event, Message, utcnow
+from gateway.store.models import Base, Event, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
+MESSAGES = Base.metadata.tables[Message.__tablename__]
+EVENTS = Base.metadata.tables[Event.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,13 @@ def _insert(session: Session, arrivals: list[Arrival]) -> list[int]:
     """
     if not arrivals:
         return []
-    statement = insert(Message).returning(Message.id, sort_by_parameter_order=True)
-    ids = list(session.scalars(statement, [arrival.fields for arrival in arrivals]))
-    events = [_event(row, arrival.fields) for row, arrival in zip(ids, arrivals, strict=True)]
-    session.execute(insert(Event), events)
+    # The tables on the session's connection, not the mapped classes: even the ORM's bulk
+    # path costs as much again.
+    statement = insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
+    connection = session.connection()
+    ids = list(connection.execute(statement, [arrival.fields for arrival in arrivals]).scalars())
+    rows = [_event(row, arrival.fields) for row, arrival in zip(ids, arrivals, strict=True)]
+    connection.execute(insert(EVENTS), rows)
     return ids
 
 
