@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import metrics
-from gateway.intake import mime
+from gateway.intake import mime, plain_headers
 from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
 from gateway.store.db import Store
 from gateway.store.models import Base, Event, Message, utcnow
@@ -92,7 +92,7 @@ def arrive(
 
     `raw_head` is the message's header block (or the whole message); nothing past it is read.
     """
-    head = mime.headers(mime.parse(raw_head, headers_only=True))
+    head = plain_headers.headers(mime.parse(raw_head, headers_only=True))
     key = intake_key(head.message_id, digest, envelope.routes)
     fields: dict[str, Any] = {
         "source": envelope.source,
