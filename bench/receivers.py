@@ -2,8 +2,8 @@
 
 `python -m bench.receivers aiosmtpd PORT` is aiosmtpd's stock DATA loop, answering 250 and
 dropping the message; `streaming PORT DIR` is the gateway's streaming DATA reader writing to a
-spool file in DIR (page cache, no fsync) and dropping it: the protocol cost alone, without
-durability.
+spool file in DIR, fsync'd, then dropping it: the protocol and the file, without the checks,
+the blob store or the database.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.smtp_data import StreamingSMTP
-from gateway.intake.spool import DURABLE_IO, Spooled
+from gateway.intake.spool import DURABLE_IO, SpoolFile
 
 
 class Discard:
@@ -24,10 +24,14 @@ class Discard:
         return "250 2.0.0 Ok: discarded"
 
     async def handle_SPOOLED(
-        self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
+        self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
-        await asyncio.get_running_loop().run_in_executor(DURABLE_IO, spooled.path.unlink)
+        await asyncio.get_running_loop().run_in_executor(DURABLE_IO, _finish_and_drop, spool)
         return "250 2.0.0 Ok: discarded"
+
+
+def _finish_and_drop(spool: SpoolFile) -> None:
+    spool.finish().path.unlink()
 
 
 async def serve(kind: str, port: int, spool: Path | None) -> None:
@@ -50,12 +54,15 @@ async def serve(kind: str, port: int, spool: Path | None) -> None:
 
 
 async def serve_door(port: int, state: Path) -> None:
-    """The gateway's SMTP door alone, durable (fsync + group commit), no rules stage."""
+    """The gateway's SMTP door alone, durable (fsync + group commit), no rules stage; it logs
+    as the daemon does (JSON lines at INFO), which is part of what a message costs."""
     from gateway.config import SmtpSettings
     from gateway.intake.smtpd import door
+    from gateway.logging import configure
     from gateway.store.db import open_store, upgrade
     from gateway.store.models import Address, Dossier
 
+    configure("info", "json")
     store = open_store(f"sqlite:///{state}/gateway.db", state / "blobs")
     upgrade(store.engine)
     with store.session.begin() as session:

@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import metrics
-from gateway.intake import mime
-from gateway.intake.spool import Spooled
+from gateway.intake import mime, plain_headers
+from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
 from gateway.store.db import Store
-from gateway.store.models import Event, Message, utcnow
+from gateway.store.models import Base, Event, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
-# A header block longer than this is read no further: the rest is body for our purposes.
-HEAD_LIMIT = 256 * 1024
+MESSAGES = Base.metadata.tables[Message.__tablename__]
+EVENTS = Base.metadata.tables[Event.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def arrive(
 
     `raw_head` is the message's header block (or the whole message); nothing past it is read.
     """
-    head = mime.headers(mime.parse(raw_head, headers_only=True))
+    head = plain_headers.headers(mime.parse(raw_head, headers_only=True))
     key = intake_key(head.message_id, digest, envelope.routes)
     fields: dict[str, Any] = {
         "source": envelope.source,
@@ -107,9 +107,11 @@ def arrive(
         "source_ref": envelope.source_ref,
         "routes": [{"dossier": r.dossier, "hint": r.hint} for r in envelope.routes],
         "auth": auth or {},
+        # Every arrival names the same columns, so a batch is one multi-row INSERT.
+        "verdict": "quarantined" if quarantine else "accepted",
+        "reason": quarantine,
+        "processed_at": utcnow() if quarantine else None,
     }
-    if quarantine:
-        fields |= {"verdict": "quarantined", "reason": quarantine, "processed_at": utcnow()}
     return Arrival(key, fields, started)
 
 
@@ -134,13 +136,13 @@ def accept_message(
     )
     try:
         with store.session.begin() as session:
-            (row,) = _insert(session, [arrival])
+            (message_id,) = _insert(session, [arrival])
             if record is not None:
-                record(session, row.id)
+                record(session, message_id)
     except IntegrityError:
         return _first(store, arrival.intake_key, record)
     _received(arrival)
-    return Accepted(row.id, duplicate=False)
+    return Accepted(message_id, duplicate=False)
 
 
 def adopt_spooled(
@@ -194,7 +196,7 @@ def _commit_batch(store: Store, arrivals: list[Arrival]) -> list[Accepted]:
             if arrival.intake_key not in known:
                 fresh.setdefault(arrival.intake_key, arrival)
         inserted = _insert(session, list(fresh.values()))
-    ids = known | {key: row.id for key, row in zip(fresh, inserted, strict=True)}
+    ids = known | dict(zip(fresh, inserted, strict=True))
     results: list[Accepted] = []
     for arrival in arrivals:
         new = fresh.pop(arrival.intake_key, None) is arrival
@@ -204,21 +206,31 @@ def _commit_batch(store: Store, arrivals: list[Arrival]) -> list[Accepted]:
     return results
 
 
-def _insert(session: Session, arrivals: list[Arrival]) -> list[Message]:
-    """Add the rows of `arrivals` and each one's intake event; flushed, so ids are known."""
-    rows = [Message(**arrival.fields) for arrival in arrivals]
-    session.add_all(rows)
-    session.flush()
-    session.add_all(_event(row) for row in rows)
-    return rows
+def _insert(session: Session, arrivals: list[Arrival]) -> list[int]:
+    """Insert the rows of `arrivals` and each one's intake event; return the rows' ids.
+
+    Plain multi-row INSERTs (one statement per table for the whole batch), not ORM objects:
+    nothing here reads the rows back, and building and tracking objects cost more CPU than the
+    group commit's transaction.
+    """
+    if not arrivals:
+        return []
+    # The tables on the session's connection, not the mapped classes: even the ORM's bulk
+    # path costs as much again.
+    statement = insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
+    connection = session.connection()
+    ids = list(connection.execute(statement, [arrival.fields for arrival in arrivals]).scalars())
+    rows = [_event(row, arrival.fields) for row, arrival in zip(ids, arrivals, strict=True)]
+    connection.execute(insert(EVENTS), rows)
+    return ids
 
 
-def _event(row: Message) -> Event:
-    detail = {"size": row.size, "source": row.source}
-    if row.verdict == "quarantined":
-        detail["reason"] = row.reason
-        return Event(kind="message_quarantined", message_id=row.id, detail=detail)
-    return Event(kind="message_accepted", message_id=row.id, detail=detail)
+def _event(message_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+    detail = {"size": fields["size"], "source": fields["source"]}
+    if fields["verdict"] == "quarantined":
+        detail["reason"] = fields["reason"]
+        return {"kind": "message_quarantined", "message_id": message_id, "detail": detail}
+    return {"kind": "message_accepted", "message_id": message_id, "detail": detail}
 
 
 def _received(arrival: Arrival) -> None:
@@ -242,5 +254,5 @@ def read_head(path: Path) -> bytes:
     HEAD_LIMIT; blocking, so call it from a thread."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD_LIMIT)
-    end = head.find(b"\r\n\r\n")
-    return head if end < 0 else head[: end + 4]
+    end = head.find(END_OF_HEAD)
+    return head if end < 0 else head[: end + len(END_OF_HEAD)]

@@ -7,9 +7,10 @@ up to the next `.CRLF` it holds, or for the whole buffer when there is none; the
 boundary, so a chunk never runs past the end and pipelined commands stay in the reader for
 aiosmtpd's command loop.
 
-The handler gets the spooled file through `handle_SPOOLED` instead of `handle_DATA`; it must
-answer only after the message is durable (the spool file is already fsync'd when it is called)
-and owns the file from then on: it adopts it, or removes it when it fails.
+The handler gets the complete message through `handle_SPOOLED` instead of `handle_DATA`, as a
+`SpoolFile` not yet durable, its header block in `head`: it checks it, and makes it durable with
+`finish` (in a thread, together with whatever else it does to the file) before answering `250`.
+A message it refuses is dropped here, and one under `FLUSH_SIZE` never reached the disk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from gateway.intake.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd import checks
-from gateway.intake.spool import DURABLE_IO, Spooled, SpoolFile
+from gateway.intake.smtpd.lean import LeanSMTP
+from gateway.intake.spool import DURABLE_IO, SpoolFile
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +37,10 @@ T = TypeVar("T")
 
 class SpoolHandler(Protocol):
     async def handle_SPOOLED(
-        self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
+        self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
-        """Make the message durable and recorded, then return the reply (`250 ...`)."""
+        """Check the message; make it durable (`spool.finish()`, blocking) and recorded, then
+        return the reply (`250 ...`). The finished file is the handler's to adopt or remove."""
         ...
 
 
@@ -50,7 +53,7 @@ def refusal(error: DataError) -> str:
     return checks.BARE_LINE_ENDING
 
 
-class StreamingSMTP(SMTP):
+class StreamingSMTP(LeanSMTP):
     """An aiosmtpd `SMTP` whose DATA streams to a spool file in `spool_dir`."""
 
     def __init__(
@@ -81,8 +84,15 @@ class StreamingSMTP(SMTP):
         spool = SpoolFile(self.spool_dir)
         try:
             reply = await self._receive(spool)
-        finally:
-            # Only a refused, failed or cancelled message is still ours here; rare, so inline.
+        except BaseException:
+            spool.discard()  # cancelled or failed: nothing more may be awaited here
+            raise
+        # A refused or failed message is still ours: a file to remove only past FLUSH_SIZE.
+        if spool.on_disk:
+            failure = await _durably(spool.discard)
+            if failure is not None:
+                log.error("smtp_spool_discard_failed", error=repr(failure))
+        else:
             spool.discard()
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)
@@ -102,11 +112,10 @@ class StreamingSMTP(SMTP):
         if decoder.error is not None:
             log.info("smtp_data_refused", error=decoder.error.value, peer=_peer(self.session))
             return refusal(decoder.error)
-        spooled = await _durably(spool.finish) if failure is None else failure
-        if isinstance(spooled, OSError):
-            log.error("smtp_spool_failed", error=repr(spooled), peer=_peer(self.session))
-            return checks.storage_failure(spooled)
-        return await self._spool_handler.handle_SPOOLED(self, self.session, self.envelope, spooled)
+        if failure is not None:
+            log.error("smtp_spool_failed", error=repr(failure), peer=_peer(self.session))
+            return checks.storage_failure(failure)
+        return await self._spool_handler.handle_SPOOLED(self, self.session, self.envelope, spool)
 
     async def _next_chunk(self) -> bytes:
         """Up to and including the next `.CRLF`, or all the reader holds when it has none."""

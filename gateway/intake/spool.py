@@ -6,6 +6,10 @@ Nothing here touches the disk on the event loop: bytes are gathered in memory up
 take milliseconds, which on the loop would stall every session at once. Memory per message is
 bounded by `FLUSH_SIZE`, whatever the message size. The spool directory is inside the blob
 store's root, so adopting the file as a blob is a rename on the same file system, never a copy.
+
+A message below `FLUSH_SIZE` touches the disk only once it is finished, in a single thread hop
+that the SMTP door also uses to adopt it; one it refuses never reaches the disk at all. Its
+header block (`head`) is kept as it goes by, so the checks need not read the file back.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from pathlib import Path
 # (a handful of threads) they would queue behind each other and behind database look-ups.
 DURABLE_IO = ThreadPoolExecutor(max_workers=64, thread_name_prefix="durable-io")
 FLUSH_SIZE = 256 * 1024
+# A header block longer than this is read no further: the rest is body for our purposes.
+HEAD_LIMIT = 256 * 1024
+END_OF_HEAD = b"\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -45,25 +52,56 @@ class SpoolFile:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._finished = False
+        self._head = bytearray()
+        self._head_done = False
 
     @property
     def needs_flush(self) -> bool:
         return self._pending_size >= FLUSH_SIZE
 
+    @property
+    def on_disk(self) -> bool:
+        """True while a file exists that `discard` would have to remove (blocking)."""
+        return self.path is not None and not self._finished
+
+    @property
+    def head(self) -> bytes:
+        """The header block so far: up to and including the first empty line, at most
+        HEAD_LIMIT bytes; what `accept.read_head` would read back from the finished file."""
+        return bytes(self._head)
+
     def write(self, data: bytes) -> None:
         """Take `data` (in memory, no I/O); call `flush` from a thread when `needs_flush`."""
         if self._finished:
             raise ValueError("spool file already finished")
+        if not self._head_done:
+            self._keep_head(data)
         self._pending.append(data)
         self._pending_size += len(data)
         self.size += len(data)
 
+    def _keep_head(self, data: bytes) -> None:
+        """Add to `head` what of `data` belongs to it, copying no more than that."""
+        room = HEAD_LIMIT - len(self._head)
+        # The empty line may straddle two writes: the last three bytes kept, then `data`.
+        tail = bytes(self._head[1 - len(END_OF_HEAD) :])
+        seam = (tail + data[: len(END_OF_HEAD) - 1]).find(END_OF_HEAD)
+        if seam >= 0:
+            end = seam + len(END_OF_HEAD) - len(tail)
+        else:
+            found = data.find(END_OF_HEAD, 0, room)
+            end = found + len(END_OF_HEAD) if found >= 0 else -1
+        if 0 <= end <= room:
+            self._head += data[:end]
+            self._head_done = True
+        else:
+            self._head += data[:room]
+            self._head_done = len(self._head) >= HEAD_LIMIT
+
     def flush(self) -> None:
         """Hash and write what is pending; blocking, so call it from a thread."""
         if self._fd is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.directory, prefix="in-")
-            self._fd, self.path = fd, Path(name)
+            self._fd, self.path = _create(self.directory)
         for data in self._pending:
             self._hash.update(data)
             view = memoryview(data)
@@ -71,6 +109,12 @@ class SpoolFile:
                 view = view[os.write(self._fd, view) :]
         self._pending.clear()
         self._pending_size = 0
+
+    def read_back(self) -> bytes:
+        """The whole message so far, written out first if need be; blocking (a thread)."""
+        self.flush()
+        assert self.path is not None
+        return self.path.read_bytes()
 
     def finish(self) -> Spooled:
         """Write the rest, make it durable and close; blocking (fsync), call it from a thread.
@@ -95,6 +139,16 @@ class SpoolFile:
             self._fd = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+def _create(directory: Path) -> tuple[int, Path]:
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix="in-")
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix="in-")
+    return fd, Path(name)
 
 
 def sweep(directory: Path, older_than: float) -> int:

@@ -3,9 +3,11 @@ or after DATA, explicit limits with enhanced status codes, STARTTLS, and smuggli
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -16,6 +18,7 @@ import pytest
 import trustme
 from integration.smtp_door import SmtpDoor, dossier
 
+from gateway import office
 from gateway.config import DeliverySettings
 from gateway.pipeline import PipelineRunner
 
@@ -151,6 +154,38 @@ def test_envelope_sender_not_allowed_is_refused_at_rcpt_naming_the_policy(door: 
     assert [m.routes for m in door.messages()] == [[{"dossier": "open", "hint": ""}]]
 
 
+def test_addresses_and_senders_added_while_running_count_at_once(door: SmtpDoor) -> None:
+    """The door answers from a snapshot of the routing tables, but never refuses from an old
+    one: what the CLI or a reload just added is accepted on the next command."""
+    late = "late@docs.office.example"
+    with _client(door) as client:
+        assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+        client.mail("carol@partner.example")
+        assert client.rcpt("acme@docs.office.example")[0] == 550
+        assert client.rcpt(late)[0] == 550
+        client.rset()
+        with door.store.session.begin() as session:
+            office.put_dossier(session, dossier("acme", [GOOD, "carol@partner.example"]))
+            office.put_dossier(session, dossier("late"))
+        client.mail("carol@partner.example")
+        assert client.rcpt("acme@docs.office.example")[0] == 250
+        assert client.rcpt(late)[0] == 250
+        assert client.data(_mail("carol@partner.example", to=late))[0] == 250
+    assert [m.routes for m in door.messages()][-1] == [
+        {"dossier": "acme", "hint": ""},
+        {"dossier": "late", "hint": ""},
+    ]
+
+
+def test_a_sender_allowed_while_running_passes_the_check_after_data(door: SmtpDoor) -> None:
+    with _client(door) as client:
+        client.mail(GOOD)
+        assert client.rcpt("acme@docs.office.example")[0] == 250
+        with door.store.session.begin() as session:
+            office.put_dossier(session, dossier("acme", [GOOD, "carol@partner.example"]))
+        assert client.data(_mail("carol@partner.example"))[0] == 250
+
+
 @pytest.mark.parametrize(
     ("headers", "why"),
     [
@@ -176,6 +211,28 @@ def test_forged_header_from_is_refused_after_data(door: SmtpDoor, headers: str, 
         f"5.7.1 dossier acme accepts documents only from its allowed senders: {why}"
     )
     assert door.messages() == []
+
+
+def test_an_accepted_message_is_fsynced_once_with_its_directory_and_a_refused_one_never(
+    door: SmtpDoor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[bool] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    forged = b"From: mallory@evil.example\r\nSubject: x\r\n\r\nbody\r\n"
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("acme@docs.office.example")
+        assert client.data(forged)[0] == 550
+        assert synced == []
+        assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+    assert sorted(synced) == [False, True]  # the message's file, then the blob directory
+    assert len(door.messages()) == 1
 
 
 def test_recipient_limit(door: SmtpDoor) -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.intake.accept import read_head
 from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks
-from gateway.intake.spool import Spooled, SpoolFile
+from gateway.intake.spool import FLUSH_SIZE, SpoolFile
 
 TIMEOUT = 20.0
 
@@ -35,9 +36,13 @@ class Recorder:
         return "250 OK"
 
     async def handle_SPOOLED(
-        self, server: SMTP, session: Session, envelope: Envelope, spooled: Spooled
+        self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
+        assert not spool.on_disk or spool.size >= FLUSH_SIZE  # small ones wait for `finish`
+        head = spool.head
+        spooled = await asyncio.to_thread(spool.finish)
         data = spooled.path.read_bytes()
+        assert data.startswith(head) and head == read_head(spooled.path)
         spooled.path.unlink()  # the handler owns the file: adopting it, or here dropping it
         assert len(data) == spooled.size
         assert hashlib.sha256(data).hexdigest() == spooled.sha256

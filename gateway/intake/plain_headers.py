@@ -1,0 +1,72 @@
+"""The headers a message row records (From, Message-ID, Subject), read as `mime.headers` reads
+them, at a fraction of the cost for the plain values most mail carries.
+
+`mime.headers` asks the e-mail package's header registry, which parses each value with the full
+RFC 5322 grammar: about 0.3 ms of CPU per message, in the thread that makes the message durable,
+while the event loop waits for the GIL. Most values need none of it: ASCII with no encoded word,
+a Message-ID `<left@right>` of dot-atoms, a From that is one plain address, bare, in angle
+brackets or after a display name of plain words. For those the registry's answer is the value
+itself (or the address with its brackets dropped); any other value sends the whole message to
+`mime.headers`, so both always agree (a test compares them on thousands of generated values).
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+
+from gateway.intake import mime
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_ADDRESS = rf"{_DOT_ATOM}@{_DOT_ATOM}"
+_MESSAGE_ID = re.compile(rf"<{_ADDRESS}>", re.ASCII)
+_BARE = re.compile(_ADDRESS, re.ASCII)
+_ANGLED = re.compile(rf"<({_ADDRESS})>", re.ASCII)
+_NAMED = re.compile(rf"({_ATEXT}+(?: {_ATEXT}+)*) <({_ADDRESS})>", re.ASCII)
+
+
+def headers(message: EmailMessage) -> mime.Headers:
+    """`mime.headers(message)`, without the header registry when every value is plain."""
+    values = {"from": "", "message-id": "", "subject": ""}
+    found: set[str] = set()
+    for name, value in message.raw_items():
+        key = name.lower()
+        if key in values and key not in found:
+            found.add(key)
+            values[key] = value
+    plain = (
+        _plain_from(_unfolded(values["from"])),
+        _plain_message_id(_unfolded(values["message-id"])),
+        _unfolded(values["subject"]),
+    )
+    if None in plain:
+        return mime.headers(message)
+    header_from, message_id, subject = plain
+    assert header_from is not None and message_id is not None and subject is not None
+    return mime.Headers(header_from=header_from, message_id=message_id, subject=subject)
+
+
+def _unfolded(value: str) -> str | None:
+    """The value as the registry sees it (line breaks removed), or None when not plain."""
+    if not value.isascii() or "=?" in value:
+        return None
+    return value.replace("\r", "").replace("\n", "").strip()
+
+
+def _plain_message_id(value: str | None) -> str | None:
+    if value is None or (value and not _MESSAGE_ID.fullmatch(value)):
+        return None
+    return value
+
+
+def _plain_from(value: str | None) -> str | None:
+    if value is None or not value:
+        return value
+    if angled := _ANGLED.fullmatch(value):
+        return angled.group(1)
+    if _BARE.fullmatch(value):
+        return value
+    if named := _NAMED.fullmatch(value):
+        return f"{named.group(1)} <{named.group(2)}>"
+    return None

@@ -1,0 +1,99 @@
+"""The recorded headers read without the header registry are the registry's, to the byte."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+
+from gateway.intake import mime, plain_headers
+
+ATEXT = "aZ9!#$%&'*+/=?^_`{|}~-"
+NOISE = "aZ9.@<> \t\"(),:;[]\\=?-_'ü"
+PLAIN = [
+    b"From: <a@b.c>\r\nMessage-Id: <33c5.0003.0000@vm>\r\n\r\n",
+    b"From: Jane Doe <jane.doe@example.com>\r\nSubject: Invoice 42\r\nMessage-ID: <x.y@z>\r\n\r\n",
+    b"Subject: folded\r\n\tover two lines\r\nFrom: a@b\r\n\r\n",
+    b"From: a@b\r\nFrom: c@d\r\nSubject:\r\n\r\n",
+    b"To: nobody@x\r\n\r\n",
+]
+NOT_PLAIN = [
+    b'From: "Doe, Jane" <jane@example.com>\r\n\r\n',
+    b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\n",
+    b"From: a@b, c@d\r\n\r\n",
+    b"From: Jane  Doe <jane@example.com>\r\n\r\n",
+    b"Message-ID: <no at sign>\r\n\r\n",
+    "Subject: caf\u00e9\r\n\r\n".encode(),
+]
+
+
+def outcome(raw: bytes, read: object) -> object:
+    message = mime.parse(raw, headers_only=True)
+    try:
+        return read(message)  # type: ignore[operator]
+    except Exception as exc:
+        return type(exc)
+
+
+def generated(count: int) -> Iterator[bytes]:
+    """Header blocks of From, Message-ID and Subject, plain or broken at one random place."""
+    rng = random.Random(5)
+
+    def word(alphabet: str) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+
+    for _ in range(count):
+        address = f"{word(ATEXT + '.')}@{word(ATEXT + '.')}"
+        name = " ".join(word(ATEXT) for _ in range(rng.randint(1, 3)))
+        values = [
+            f"<{address}>",
+            address,
+            f"{name} <{address}>",
+            f" {name}  <{address}> ",
+            f"<{address}>\r\n\t",
+            name,
+        ]
+        lines = []
+        for header in ("From", "Message-ID", "Subject"):
+            value = rng.choice(values)
+            if rng.random() < 0.3:
+                at = rng.randrange(len(value))
+                value = value[:at] + rng.choice(NOISE) + value[at + rng.randint(0, 1) :]
+            lines.append(f"{header}: {value}\r\n")
+        rng.shuffle(lines)
+        yield ("".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("raw", [*PLAIN, *NOT_PLAIN])
+def test_known_header_blocks_read_as_the_registry_reads_them(raw: bytes) -> None:
+    assert outcome(raw, plain_headers.headers) == outcome(raw, mime.headers)
+
+
+def test_generated_header_blocks_read_as_the_registry_reads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = mime.headers
+    asked = []
+
+    def counted(message: EmailMessage) -> mime.Headers:
+        asked.append(1)
+        return registry(message)
+
+    monkeypatch.setattr(mime, "headers", counted)
+    blocks = list(generated(3000))
+    for raw in blocks:
+        assert outcome(raw, plain_headers.headers) == outcome(raw, registry), raw
+    assert 200 < len(blocks) - len(asked) < len(blocks)  # both ways were taken, often
+
+
+def test_plain_header_blocks_never_reach_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = [outcome(raw, mime.headers) for raw in PLAIN]
+
+    def refuse(message: object) -> mime.Headers:
+        raise AssertionError("registry used")
+
+    monkeypatch.setattr(mime, "headers", refuse)
+    assert [outcome(raw, plain_headers.headers) for raw in PLAIN] == expected
+    assert all(outcome(raw, plain_headers.headers) is AssertionError for raw in NOT_PLAIN)

@@ -1,0 +1,118 @@
+"""The lean aiosmtpd protocol finds what stock aiosmtpd finds and parses addresses the same."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from gateway.intake.smtp_data import StreamingSMTP
+from gateway.intake.smtpd.lean import SCANNED_PREFIXES, LeanSMTP
+
+PLAIN = [
+    "<a@b.c>",
+    "<bench@gateway.localhost> SIZE=60000",
+    "<First.Last+tag@Example.ORG>  BODY=8BITMIME SIZE=1",
+    "<a@b.c>SIZE=1",
+    "<a@b.c>\tSIZE=1",
+    "<o'neil!#$%&*/=^?_`{|}~-@x-y.z>",
+]
+OTHER = [
+    "<>",
+    "a@b.c",
+    "<@relay.example:a@b.c>",
+    '<"quoted local"@b.c>',
+    "<a@b.c> (comment) SIZE=1",
+    "<a@b.c>(comment)",
+    "<üser@bücher.example> SMTPUTF8",
+    "<=?utf-8?q?x?=@b.c>",
+    "<a..b@c>",
+    "<.a@c>",
+    "<a@[127.0.0.1]>",
+    "<a@b.c",
+    "<a b@c>",
+    " <a@b.c>",
+    "<a@b.c.>",
+]
+ALPHABET = 'ab.@<>"()[]:;, \t=?+-_~üZ9\\'
+ATEXT = "aZ9.!#$%&'*+/=?^_`{|}~-"
+
+
+class Hooks:
+    async def handle_RCPT(self, *args: object) -> str:
+        return "250 OK"
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def both(loop: asyncio.AbstractEventLoop, limit: int = 0) -> tuple[LeanSMTP, SMTP]:
+    lean, stock = LeanSMTP(Hooks(), loop=loop), SMTP(Hooks(), loop=loop)
+    lean.local_part_limit = stock.local_part_limit = limit
+    return lean, stock
+
+
+def generated(count: int) -> Iterator[str]:
+    """Address-like arguments, half of them then broken at one random place."""
+    rng = random.Random(8)
+    for _ in range(count):
+        local = "".join(rng.choice(ATEXT) for _ in range(rng.randint(1, 8)))
+        domain = "".join(rng.choice(ATEXT) for _ in range(rng.randint(1, 8)))
+        tail = rng.choice(["", " SIZE=1", "  x", "(c)", " (c) x", "\tBODY=7BIT", " "])
+        arg = f"<{local}@{domain}>{tail}"
+        if rng.random() < 0.5:
+            at = rng.randrange(len(arg))
+            arg = arg[:at] + rng.choice(ALPHABET) + arg[at + rng.randint(0, 1) :]
+        yield arg
+
+
+@pytest.mark.parametrize("limit", [0, 4])
+def test_addresses_parse_exactly_as_aiosmtpd_parses_them(
+    loop: asyncio.AbstractEventLoop, limit: int
+) -> None:
+    lean, stock = both(loop, limit)
+    for arg in [*PLAIN, *OTHER, *generated(3000)]:
+        assert outcome(lean, arg) == outcome(stock, arg), arg
+
+
+def outcome(protocol: SMTP, arg: str) -> object:
+    """The parse, or the kind of exception: aiosmtpd's parser raises on some garbage."""
+    try:
+        return protocol._getaddr(arg)
+    except Exception as exc:
+        return type(exc)
+
+
+def test_plain_addresses_never_reach_the_header_parser(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lean, _ = both(loop)
+    expected = {arg: lean._getaddr(arg) for arg in PLAIN}
+
+    def refuse(self: SMTP, arg: str) -> tuple[str | None, str | None]:
+        raise AssertionError(f"slow path for {arg!r}")
+
+    monkeypatch.setattr(SMTP, "_getaddr", refuse)
+    assert {arg: lean._getaddr(arg) for arg in PLAIN} == expected
+    with pytest.raises(AssertionError):
+        lean._getaddr(OTHER[0])
+
+
+def test_the_scan_finds_every_verb_mechanism_and_hook(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    protocol = StreamingSMTP(Hooks(), spool_dir=tmp_path, loop=loop)
+    names = set(object.__dir__(protocol))
+    assert set(dir(protocol)) == {n for n in names if n.startswith(SCANNED_PREFIXES)}
+    assert set(protocol._smtp_methods) == {n[5:] for n in names if n.startswith("smtp_")}
+    assert set(protocol._auth_methods) == {"LOGIN", "PLAIN"}
+    assert set(protocol._handle_hooks) == {"RCPT"}
+    assert protocol._smtp_methods["DATA"] == protocol.smtp_DATA
