@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
@@ -38,6 +39,7 @@ from gateway.store.models import (
     Document,
     Dossier,
     Event,
+    Integration,
     utcnow,
 )
 
@@ -48,6 +50,8 @@ TRANSITIONS: dict[DocStatus, set[DocStatus]] = {
     DocStatus.REJECTED: set(),
 }
 PENDING = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
+# session.info key: integration id → name, for the events of a session's deliveries.
+INTEGRATION_NAMES = "integration_names"
 
 
 class NotSendable(Exception):
@@ -162,9 +166,14 @@ class Claim:
 
 
 def claim(
-    session: Session, lease: float, limit: int, busy: Collection[int] = frozenset()
+    session: Session,
+    lease: float,
+    limit: int,
+    busy: Collection[int] = frozenset(),
+    integration_id: int | None = None,
 ) -> list[Claim]:
-    """Take up to `limit` due deliveries, skipping integrations in `busy`; the caller commits."""
+    """Take up to `limit` due deliveries, skipping integrations in `busy` (or of the one
+    `integration_id` only); the caller commits."""
     now = utcnow()
     due = or_(
         (Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
@@ -180,6 +189,8 @@ def claim(
     )
     if busy:
         query = query.where(Delivery.integration_id.not_in(list(busy)))
+    if integration_id is not None:
+        query = query.where(Delivery.integration_id == integration_id)
     rows = session.execute(
         query.where(due)
         .order_by(Delivery.next_attempt_at, Delivery.id)
@@ -187,21 +198,20 @@ def claim(
         .with_for_update(skip_locked=True)
     ).all()
     claims = []
+    lease_until = now + timedelta(seconds=lease)
     for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
         attempt = str(uuid.uuid4())
-        taken = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id, Delivery.attempt_id.is_not_distinct_from(old_attempt)
-            )
-            .values(
-                state=DeliveryState.SENDING,
-                attempt_id=attempt,
-                lease_until=now + timedelta(seconds=lease),
-                updated_at=now,
-            )
+        taken = session.connection().execute(
+            _TAKE,
+            {
+                "b_id": delivery_id,
+                "b_old": old_attempt,
+                "b_new": attempt,
+                "b_lease": lease_until,
+                "b_now": now,
+            },
         )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if taken.rowcount != 1:
             continue
         cut_off = old_state is DeliveryState.SENDING
         uncertain = cut_off or last_code.startswith(UNCERTAIN_PREFIX)
@@ -237,18 +247,45 @@ def expire(session: Session, claim: Claim) -> None:
 
 
 def complete(session: Session, claim: Claim, remote_ref: str) -> bool:
-    """Record the package's acceptance; False (and an event) when the attempt was superseded."""
-    if not _fence(session, claim, lease_until=None):
+    """Record the package's acceptance; False (and an event) when the attempt was superseded.
+
+    Plain statements rather than loaded objects: this runs once per document delivered, and
+    the fenced update returns what the event needs.
+    """
+    now = utcnow()
+    connection = session.connection()
+    row = connection.execute(
+        _COMPLETE,
+        {
+            "b_id": claim.delivery_id,
+            "b_attempt": claim.attempt_id,
+            "b_ref": remote_ref,
+            "b_now": now,
+        },
+    ).one_or_none()
+    if row is None:
         _superseded(session, claim, "sent", remote_ref=remote_ref)
         return False
-    delivery = session.get_one(Delivery, claim.delivery_id, populate_existing=True)
-    delivery.state = DeliveryState.SENT
-    delivery.attempts += 1
-    delivery.remote_ref = remote_ref
-    delivery.last_error_code = delivery.last_error_text = ""
-    delivery.updated_at = utcnow()
-    set_status(delivery.document, DocStatus.SENT)
-    _attempt_event(session, delivery, claim, "sent", remote_ref=remote_ref)
+    document_id, attempts = row
+    sent = connection.execute(_MARK_SENT, {"b_doc": document_id, "b_now": now})
+    if sent.rowcount != 1:
+        raise NotSendable(f"document {document_id} cannot go to {DocStatus.SENT}")
+    extra = {"uncertain": "yes"} if claim.uncertain else {}
+    detail = {"attempt": claim.attempt_id, "number": str(attempts), "outcome": "sent", **extra}
+    connection.execute(
+        _EVENTS.insert(),
+        {
+            "at": now,
+            "kind": "delivery_attempt",
+            "document_id": document_id,
+            "delivery_id": claim.delivery_id,
+            "detail": {
+                **_integration_detail(session, claim.integration_id),
+                **detail,
+                "remote_ref": remote_ref,
+            },
+        },
+    )
     return True
 
 
@@ -351,13 +388,68 @@ def _event(session: Session, kind: str, delivery: Delivery, **detail: str) -> No
             kind=kind,
             document_id=delivery.document_id,
             delivery_id=delivery.id,
-            detail={
-                "integration_id": delivery.integration_id,
-                "integration": delivery.integration.name,
-                **detail,
-            },
+            detail={**_integration_detail(session, delivery.integration_id), **detail},
         )
     )
+
+
+def _integration_detail(session: Session, integration_id: int) -> dict[str, Any]:
+    """Which integration an event is about, from `session.info` when the caller put the names
+    there (the delivery runner reads them anyway), else from the database."""
+    name = session.info.get(INTEGRATION_NAMES, {}).get(integration_id)
+    if name is None:
+        with session.no_autoflush:
+            name = session.get_one(Integration, integration_id).name
+    return {"integration_id": integration_id, "integration": name}
+
+
+# The statements of the runner's hot path, built once: each runs once per document, and
+# building and caching a statement anew costs more than executing it.
+_DELIVERIES = cast(Table, Delivery.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_SENDING = _DELIVERIES.c.state == DeliveryState.SENDING
+_TAKE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.attempt_id.is_not_distinct_from(bindparam("b_old")),
+    )
+    .values(
+        state=DeliveryState.SENDING,
+        attempt_id=bindparam("b_new"),
+        lease_until=bindparam("b_lease"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_COMPLETE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.attempt_id == bindparam("b_attempt"),
+        _SENDING,
+    )
+    .values(
+        state=DeliveryState.SENT,
+        attempts=_DELIVERIES.c.attempts + 1,
+        remote_ref=bindparam("b_ref"),
+        last_error_code="",
+        last_error_text="",
+        lease_until=None,
+        updated_at=bindparam("b_now"),
+    )
+    .returning(_DELIVERIES.c.document_id, _DELIVERIES.c.attempts)
+)
+_MARK_SENT = (
+    update(_DOCUMENTS)
+    .where(
+        _DOCUMENTS.c.id == bindparam("b_doc"),
+        _DOCUMENTS.c.status.in_(
+            [status for status, targets in TRANSITIONS.items() if DocStatus.SENT in targets]
+        ),
+    )
+    .values(status=DocStatus.SENT, status_reason="", sent_at=bindparam("b_now"))
+)
 
 
 class OperatorRefused(NotSendable):
