@@ -13,6 +13,7 @@ Idempotency-Key, mail resends with the same Message-ID and is logged as a possib
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Collection
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Integer, Select, Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
@@ -40,6 +41,7 @@ from gateway.store.models import (
     Dossier,
     Event,
     Integration,
+    UTCDateTime,
     utcnow,
 )
 
@@ -175,28 +177,13 @@ def claim(
     """Take up to `limit` due deliveries, skipping integrations in `busy` (or of the one
     `integration_id` only); the caller commits."""
     now = utcnow()
-    due = or_(
-        (Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
-        & (Delivery.next_attempt_at <= now),
-        (Delivery.state == DeliveryState.SENDING) & (Delivery.lease_until < now),
-    )
-    query = select(
-        Delivery.id,
-        Delivery.attempt_id,
-        Delivery.state,
-        Delivery.integration_id,
-        Delivery.last_error_code,
-    )
+    values: dict[str, object] = {"b_now": now, "b_limit": limit}
     if busy:
-        query = query.where(Delivery.integration_id.not_in(list(busy)))
+        values["b_busy"] = list(busy)
     if integration_id is not None:
-        query = query.where(Delivery.integration_id == integration_id)
-    rows = session.execute(
-        query.where(due)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+        values["b_integration"] = integration_id
+    query = _due(bool(busy), integration_id is not None)
+    rows = session.connection().execute(query, values).all()
     claims = []
     lease_until = now + timedelta(seconds=lease)
     for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
@@ -409,6 +396,36 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _DOCUMENTS = cast(Table, Document.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _SENDING = _DELIVERIES.c.state == DeliveryState.SENDING
+
+
+@functools.cache
+def _due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
+    """Due deliveries, oldest first, locked for the claim (SKIP LOCKED on PostgreSQL)."""
+    table, now = _DELIVERIES, bindparam("b_now", type_=UTCDateTime)
+    query = select(
+        table.c.id,
+        table.c.attempt_id,
+        table.c.state,
+        table.c.integration_id,
+        table.c.last_error_code,
+    ).where(
+        or_(
+            table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])
+            & (table.c.next_attempt_at <= now),
+            (table.c.state == DeliveryState.SENDING) & (table.c.lease_until < now),
+        )
+    )
+    if skip_busy:
+        query = query.where(table.c.integration_id.not_in(bindparam("b_busy", expanding=True)))
+    if one_integration:
+        query = query.where(table.c.integration_id == bindparam("b_integration"))
+    return (
+        query.order_by(table.c.next_attempt_at, table.c.id)
+        .limit(bindparam("b_limit", type_=Integer, literal_execute=True))
+        .with_for_update(skip_locked=True)
+    )
+
+
 _TAKE = (
     update(_DELIVERIES)
     .where(

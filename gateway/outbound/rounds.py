@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
@@ -23,6 +23,9 @@ from gateway.outbound.base import DeliveryError, Outgoing, TransientError
 from gateway.outbound.kinds import concurrency
 from gateway.store.db import Store
 from gateway.store.models import Delivery, Document, Dossier, Integration
+
+# One claimed delivery's document and dossier columns, as `_ROWS` selects them.
+_DocRow = Row[*tuple[Any, ...]]
 
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
 # while a round commits, few enough that a second instance on PostgreSQL finds work too.
@@ -95,11 +98,9 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
         rows = _rows(session, [c.delivery_id for c in claims])
     jobs, broken = [], []
     for claim in claims:
-        doc, dossier = rows[claim.delivery_id]
         try:
-            jobs.append(
-                Job(claim, _outgoing(store, claim, doc, dossier), targets[claim.integration_id])
-            )
+            item = _outgoing(store, claim, rows[claim.delivery_id])
+            jobs.append(Job(claim, item, targets[claim.integration_id]))
         except Exception as exc:  # recorded on the delivery by the next round, never lost
             error = TransientError("internal-error", f"{type(exc).__name__}: {exc}")
             broken.append(Outcome(claim, error=error))
@@ -113,9 +114,7 @@ def _record(session: Session, outcome: Outcome, settings: DeliverySettings) -> b
 
 
 def _targets(session: Session) -> dict[int, Target]:
-    rows = session.execute(
-        select(Integration.id, Integration.name, Integration.kind, Integration.options)
-    )
+    rows = session.connection().execute(_TARGETS)
     return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
 
 
@@ -133,32 +132,54 @@ def _claim(
     return claims
 
 
-def _rows(session: Session, ids: list[int]) -> dict[int, tuple[Document, Dossier]]:
+def _rows(session: Session, ids: list[int]) -> dict[int, _DocRow]:
     if not ids:
         return {}
-    query = (
-        select(Delivery.id, Document, Dossier)
-        .join(Document, Delivery.document_id == Document.id)
-        .join(Dossier, Document.dossier_id == Dossier.id)
-        .where(Delivery.id.in_(ids))
-    )
-    return {delivery_id: (doc, dossier) for delivery_id, doc, dossier in session.execute(query)}
+    return {row.delivery_id: row for row in session.connection().execute(_ROWS, {"ids": ids})}
 
 
-def _outgoing(store: Store, claim: queue.Claim, doc: Document, dossier: Dossier) -> Outgoing:
+def _outgoing(store: Store, claim: queue.Claim, row: _DocRow) -> Outgoing:
     return Outgoing(
         delivery_id=claim.delivery_id,
         attempt_id=claim.attempt_id,
-        document_id=doc.id,
-        dossier=dossier.slug,
-        accounting_file_id=dossier.accounting_file_id,
-        doc_type=doc.doc_type.value if doc.doc_type else "",
-        filename=doc.filename,
-        media_type=doc.media_type,
-        data=store.blobs.get(doc.blob_sha256),
-        sha256=doc.blob_sha256,
-        facts=dict(doc.facts),
-        overrides=dict(dossier.overrides),
-        vat=dossier.vat_number,
+        document_id=row.document_id,
+        dossier=row.slug,
+        accounting_file_id=row.accounting_file_id,
+        doc_type=row.doc_type.value if row.doc_type else "",
+        filename=row.filename,
+        media_type=row.media_type,
+        data=store.blobs.get(row.blob_sha256),
+        sha256=row.blob_sha256,
+        facts=dict(row.facts),
+        overrides=dict(row.overrides),
+        vat=row.vat_number,
         uncertain=claim.uncertain,
     )
+
+
+# Built once: a round runs these every time, and building a statement costs more than running it.
+_INTEGRATIONS = cast(Table, Integration.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
+_DOSSIERS = cast(Table, Dossier.__table__)
+_TARGETS = select(
+    _INTEGRATIONS.c.id, _INTEGRATIONS.c.name, _INTEGRATIONS.c.kind, _INTEGRATIONS.c.options
+)
+_ROWS = (
+    select(
+        _DELIVERIES.c.id.label("delivery_id"),
+        _DOCUMENTS.c.id.label("document_id"),
+        _DOCUMENTS.c.doc_type,
+        _DOCUMENTS.c.filename,
+        _DOCUMENTS.c.media_type,
+        _DOCUMENTS.c.blob_sha256,
+        _DOCUMENTS.c.facts,
+        _DOSSIERS.c.slug,
+        _DOSSIERS.c.accounting_file_id,
+        _DOSSIERS.c.overrides,
+        _DOSSIERS.c.vat_number,
+    )
+    .join_from(_DELIVERIES, _DOCUMENTS, _DELIVERIES.c.document_id == _DOCUMENTS.c.id)
+    .join(_DOSSIERS, _DOCUMENTS.c.dossier_id == _DOSSIERS.c.id)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+)
