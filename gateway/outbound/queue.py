@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import random
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -234,46 +234,57 @@ def expire(session: Session, claim: Claim) -> None:
 
 
 def complete(session: Session, claim: Claim, remote_ref: str) -> bool:
-    """Record the package's acceptance; False (and an event) when the attempt was superseded.
+    """Record the package's acceptance; False (and an event) when the attempt was superseded."""
+    return complete_many(session, [(claim, remote_ref)]) == [True]
 
-    Plain statements rather than loaded objects: this runs once per document delivered, and
-    the fenced update returns what the event needs.
+
+def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> list[bool]:
+    """`complete` for several attempts at once, each fenced by its own attempt id.
+
+    Plain statements rather than loaded objects, as this runs for every document delivered:
+    one fenced UPDATE ... RETURNING per attempt, then one status update and one insert of
+    events for all the attempts that were still ours.
     """
     now = utcnow()
     connection = session.connection()
-    row = connection.execute(
-        _COMPLETE,
-        {
-            "b_id": claim.delivery_id,
-            "b_attempt": claim.attempt_id,
-            "b_ref": remote_ref,
-            "b_now": now,
-        },
-    ).one_or_none()
-    if row is None:
-        _superseded(session, claim, "sent", remote_ref=remote_ref)
-        return False
-    document_id, attempts = row
-    sent = connection.execute(_MARK_SENT, {"b_doc": document_id, "b_now": now})
-    if sent.rowcount != 1:
-        raise NotSendable(f"document {document_id} cannot go to {DocStatus.SENT}")
-    extra = {"uncertain": "yes"} if claim.uncertain else {}
-    detail = {"attempt": claim.attempt_id, "number": str(attempts), "outcome": "sent", **extra}
-    connection.execute(
-        _EVENTS.insert(),
-        {
-            "at": now,
-            "kind": "delivery_attempt",
-            "document_id": document_id,
-            "delivery_id": claim.delivery_id,
-            "detail": {
-                **_integration_detail(session, claim.integration_id),
-                **detail,
-                "remote_ref": remote_ref,
+    owned, documents, events = [], [], []
+    for claim, remote_ref in accepted:
+        row = connection.execute(
+            _COMPLETE,
+            {
+                "b_id": claim.delivery_id,
+                "b_attempt": claim.attempt_id,
+                "b_ref": remote_ref,
+                "b_now": now,
             },
-        },
-    )
-    return True
+        ).one_or_none()
+        owned.append(row is not None)
+        if row is None:
+            _superseded(session, claim, "sent", remote_ref=remote_ref)
+            continue
+        document_id, attempts = row
+        documents.append(document_id)
+        extra = {"uncertain": "yes"} if claim.uncertain else {}
+        detail = {"attempt": claim.attempt_id, "number": str(attempts), "outcome": "sent", **extra}
+        events.append(
+            {
+                "at": now,
+                "kind": "delivery_attempt",
+                "document_id": document_id,
+                "delivery_id": claim.delivery_id,
+                "detail": {
+                    **_integration_detail(session, claim.integration_id),
+                    **detail,
+                    "remote_ref": remote_ref,
+                },
+            }
+        )
+    if documents:
+        sent = connection.execute(_MARK_SENT, {"b_docs": documents, "b_now": now})
+        if sent.rowcount != len(documents):
+            raise NotSendable(f"documents {documents} cannot all go to {DocStatus.SENT}")
+        connection.execute(_EVENTS.insert(), events)
+    return owned
 
 
 def fail(session: Session, claim: Claim, error: DeliveryError, settings: DeliverySettings) -> bool:
@@ -460,7 +471,7 @@ _COMPLETE = (
 _MARK_SENT = (
     update(_DOCUMENTS)
     .where(
-        _DOCUMENTS.c.id == bindparam("b_doc"),
+        _DOCUMENTS.c.id.in_(bindparam("b_docs", expanding=True)),
         _DOCUMENTS.c.status.in_(
             [status for status, targets in TRANSITIONS.items() if DocStatus.SENT in targets]
         ),

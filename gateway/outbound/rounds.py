@@ -88,7 +88,7 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
     with store.session.begin() as session:
         targets = _targets(session)
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
-        owned = [_record(session, outcome, settings) for outcome in work.outcomes]
+        owned = _record(session, work.outcomes, settings)
         lost = [c for c in work.renew if not queue.renew(session, c, settings.lease)]
         for claim in work.release:
             queue.release(session, claim)
@@ -107,10 +107,17 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
     return Result(owned, lost, jobs, broken)
 
 
-def _record(session: Session, outcome: Outcome, settings: DeliverySettings) -> bool:
-    if outcome.error is None:
-        return queue.complete(session, outcome.claim, outcome.ref)
-    return queue.fail(session, outcome.claim, outcome.error, settings)
+def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
+    """Whether each outcome was still ours to write, in the order given."""
+    owned = [False] * len(outcomes)
+    sent = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
+    accepted = [(outcomes[i].claim, outcomes[i].ref) for i in sent]
+    for i, ours in zip(sent, queue.complete_many(session, accepted), strict=True):
+        owned[i] = ours
+    for i, outcome in enumerate(outcomes):
+        if outcome.error is not None:
+            owned[i] = queue.fail(session, outcome.claim, outcome.error, settings)
+    return owned
 
 
 def _targets(session: Session) -> dict[int, Target]:

@@ -3,6 +3,7 @@ claims per integration within its lane, and nothing lost when a claim cannot be 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -73,15 +74,19 @@ def test_one_round_records_every_outcome_in_one_commit_each_fenced_with_its_even
     claimed = rounds.run(store, SETTINGS, rounds.Round(held={}))
     assert len(claimed.jobs) == 5
     commits = _commits(store)
-    outcomes = [rounds.Outcome(job.claim, ref=f"/drop/{job.item.filename}") for job in claimed.jobs]
-    stale = rounds.Outcome(queue.Claim(claimed.jobs[0].claim.delivery_id, "stale", 1), ref="x")
-    result = rounds.run(store, SETTINGS, rounds.Round(outcomes=[*outcomes, stale]))
+    *sent, failed = claimed.jobs
+    outcomes = [rounds.Outcome(job.claim, ref=f"/drop/{job.item.filename}") for job in sent]
+    refused = rounds.Outcome(failed.claim, error=TransientError("connect-failed", "refused"))
+    stale = rounds.Outcome(queue.Claim(sent[0].claim.delivery_id, "stale", 1), ref="x")
+    result = rounds.run(store, SETTINGS, rounds.Round(outcomes=[*outcomes, refused, stale]))
     assert commits == [1]
     assert result.owned == [True] * 5 + [False]
     with store.session() as session:
-        assert set(session.scalars(select(Delivery.state))) == {DeliveryState.SENT}
+        states = Counter(session.scalars(select(Delivery.state)))
         kinds = [(e.kind, e.detail.get("outcome")) for e in session.scalars(select(Event))]
-    assert kinds.count(("delivery_attempt", "sent")) == 5
+    assert states == {DeliveryState.SENT: 4, DeliveryState.DEFERRED: 1}
+    assert kinds.count(("delivery_attempt", "sent")) == 4
+    assert kinds.count(("delivery_attempt", "deferred")) == 1
     assert kinds.count(("attempt_superseded", "sent")) == 1
 
 
