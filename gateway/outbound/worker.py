@@ -101,6 +101,8 @@ class DeliveryRunner:
                 await self._round()
                 self._start_jobs()
                 if not self._outcomes:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races its timeout, and the runner would never stop.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._pause()):
                             await self.wake.wait()
@@ -113,8 +115,7 @@ class DeliveryRunner:
         self._adapters.clear()
 
     def _pause(self) -> float:
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-        # races its timeout, and the runner would then never stop.
+        """Longest wait between rounds: the poll, and often enough to renew leases in time."""
         return min(self.settings.poll_interval, self.settings.lease / 3)
 
     async def _round(self) -> None:
