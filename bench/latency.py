@@ -6,6 +6,7 @@ workers deliver over SFTP. The clock starts when the client has written the fina
 stops at the delivered file's ctime, which the server's rename sets (kernel clock, a few ms
 coarse). Messages whose file has not landed within the wait are reported, not dropped.
 The gateway runs the daemon's default delivery settings (workers, SFTP concurrency).
+A second table (`bench/paced.py`) times the delivery workers alone at the same rate.
 """
 
 from __future__ import annotations
@@ -142,4 +143,7 @@ host_key = "{sshd.host_key_line}"
     for reason in failed[:3]:
         print(f"  not accepted: {reason}")
     title = f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s"
-    return table([title, "value"], rows)
+    from bench import paced  # it imports `percentile` from here
+
+    alone = paced.run(workdir / "paced", rate, seconds)
+    return table([title, "value"], rows) + "\n\n" + alone
