@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
-from gateway.outbound.base import DeliveryError, Outgoing, TransientError
+from gateway.outbound.base import DeliveryError, Outgoing
 from gateway.outbound.kinds import concurrency
 from gateway.store.db import Store
 from gateway.store.models import Delivery, Document, Dossier, Integration
@@ -48,9 +48,35 @@ class Target:
 
 @dataclass(frozen=True)
 class Job:
+    """A claimed delivery. Its blob is read only when it starts: claims are taken ahead, and
+    holding every claimed document's bytes would cost memory for nothing."""
+
     claim: queue.Claim
-    item: Outgoing
     target: Target
+    row: _DocRow
+
+    @property
+    def blob(self) -> str:
+        return str(self.row.blob_sha256)
+
+    def outgoing(self, data: bytes) -> Outgoing:
+        row, claim = self.row, self.claim
+        return Outgoing(
+            delivery_id=claim.delivery_id,
+            attempt_id=claim.attempt_id,
+            document_id=row.document_id,
+            dossier=row.slug,
+            accounting_file_id=row.accounting_file_id,
+            doc_type=row.doc_type.value if row.doc_type else "",
+            filename=row.filename,
+            media_type=row.media_type,
+            data=data,
+            sha256=row.blob_sha256,
+            facts=dict(row.facts),
+            overrides=dict(row.overrides),
+            vat=row.vat_number,
+            uncertain=claim.uncertain,
+        )
 
 
 @dataclass(frozen=True)
@@ -79,12 +105,10 @@ class Result:
     owned: list[bool]
     lost: list[queue.Claim]
     jobs: list[Job]
-    # Claimed deliveries that could not even be prepared (their blob unreadable, say).
-    broken: list[Outcome]
 
 
 def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
-    """Do `work` in one transaction; read the claimed documents' blobs after it committed."""
+    """Do `work` in one transaction."""
     with store.session.begin() as session:
         targets = _targets(session)
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
@@ -96,15 +120,8 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             queue.expire(session, claim)
         claims = [] if work.held is None else _claim(session, settings, targets, work.held)
         rows = _rows(session, [c.delivery_id for c in claims])
-    jobs, broken = [], []
-    for claim in claims:
-        try:
-            item = _outgoing(store, claim, rows[claim.delivery_id])
-            jobs.append(Job(claim, item, targets[claim.integration_id]))
-        except Exception as exc:  # recorded on the delivery by the next round, never lost
-            error = TransientError("internal-error", f"{type(exc).__name__}: {exc}")
-            broken.append(Outcome(claim, error=error))
-    return Result(owned, lost, jobs, broken)
+    jobs = [Job(c, targets[c.integration_id], rows[c.delivery_id]) for c in claims]
+    return Result(owned, lost, jobs)
 
 
 def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
@@ -143,25 +160,6 @@ def _rows(session: Session, ids: list[int]) -> dict[int, _DocRow]:
     if not ids:
         return {}
     return {row.delivery_id: row for row in session.connection().execute(_ROWS, {"ids": ids})}
-
-
-def _outgoing(store: Store, claim: queue.Claim, row: _DocRow) -> Outgoing:
-    return Outgoing(
-        delivery_id=claim.delivery_id,
-        attempt_id=claim.attempt_id,
-        document_id=row.document_id,
-        dossier=row.slug,
-        accounting_file_id=row.accounting_file_id,
-        doc_type=row.doc_type.value if row.doc_type else "",
-        filename=row.filename,
-        media_type=row.media_type,
-        data=store.blobs.get(row.blob_sha256),
-        sha256=row.blob_sha256,
-        facts=dict(row.facts),
-        overrides=dict(row.overrides),
-        vat=row.vat_number,
-        uncertain=claim.uncertain,
-    )
 
 
 # Built once: a round runs these every time, and building a statement costs more than running it.

@@ -161,7 +161,6 @@ class DeliveryRunner:
             self._held[job.claim.delivery_id] = (job.claim, now)
             self._limits[job.target.id] = job.target.limit
             self._backlog.setdefault(job.target.id, deque()).append(job)
-        self._outcomes.extend(result.broken)
 
     def _due_renewals(self) -> list[queue.Claim]:
         """Leases renewed a third of a lease ago, so nobody takes a live attempt over."""
@@ -209,9 +208,10 @@ class DeliveryRunner:
         self.wake.set()
 
     async def _deliver(self, job: Job) -> None:
-        claim, item, name = job.claim, job.item, job.target.name
-        structlog.contextvars.bind_contextvars(doc=item.document_id, integration=name)
+        claim, name = job.claim, job.target.name
+        structlog.contextvars.bind_contextvars(doc=job.row.document_id, integration=name)
         try:
+            item = job.outgoing(await asyncio.to_thread(self.store.blobs.get, job.blob))
             adapter = await self._adapter(job.target)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)

@@ -1,4 +1,5 @@
-"""The delivery runner woken from another thread, as the rules stage wakes it."""
+"""The delivery runner: woken from another thread as the rules stage wakes it, and a
+document whose bytes cannot be read is a failed attempt, not a lost delivery."""
 
 from __future__ import annotations
 
@@ -71,3 +72,28 @@ def test_a_document_queued_by_another_thread_is_delivered_without_waiting_for_th
 
     assert asyncio.run(scenario()) == [DeliveryState.SENT]
     assert (tmp_path / "Invoice_import" / "1-i.xml").read_bytes() == b"<Invoice/>"
+
+
+def test_a_document_whose_blob_is_gone_is_deferred_with_the_reason(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _queue_one(store)
+    with store.session() as session:
+        store.blobs.path(session.scalars(select(Document.blob_sha256)).one()).unlink()
+    runner = DeliveryRunner(store, DeliverySettings(poll_interval=0.05))
+
+    async def scenario() -> Delivery:
+        task = asyncio.create_task(runner.run())
+        try:
+            async with asyncio.timeout(15):
+                while await asyncio.to_thread(_states, store) != [DeliveryState.DEFERRED]:
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            async with asyncio.timeout(15):
+                await asyncio.gather(task, return_exceptions=True)
+        with store.session() as session:
+            return session.scalars(select(Delivery)).one()
+
+    delivery = asyncio.run(scenario())
+    assert delivery.last_error_code == "internal-error"
+    assert "FileNotFoundError" in delivery.last_error_text
