@@ -5,6 +5,8 @@ carrying one Peppol invoice (a unique number), so every message becomes a docume
 workers deliver over SFTP. The clock starts when the client has written the final `.CRLF` and
 stops at the delivered file's ctime, which the server's rename sets (kernel clock, a few ms
 coarse). Messages whose file has not landed within the wait are reported, not dropped.
+The gateway runs the daemon's default delivery settings (workers, SFTP concurrency).
+A second table (`bench/paced.py`) times the delivery workers alone at the same rate.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import INTAKE_ADDRESS, REPO, Gateway, free_port, gateway_config, start_sshd, table
+from gateway.config import DeliverySettings
 
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
 LAND_TIMEOUT = 180.0
@@ -111,7 +114,8 @@ host_key = "{sshd.host_key_line}"
 """
         port = free_port()
         (workdir / "gateway").mkdir()
-        gateway = Gateway(workdir / "gateway", gateway_config(port, integration), port)
+        config = gateway_config(port, integration, workers=DeliverySettings().workers)
+        gateway = Gateway(workdir / "gateway", config, port)
         gateway.start()
         try:
             ends, failed = asyncio.run(_load(port, rate, seconds))
@@ -139,4 +143,7 @@ host_key = "{sshd.host_key_line}"
     for reason in failed[:3]:
         print(f"  not accepted: {reason}")
     title = f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s"
-    return table([title, "value"], rows)
+    from bench import paced  # it imports `percentile` from here
+
+    alone = paced.run(workdir / "paced", rate, seconds)
+    return table([title, "value"], rows) + "\n\n" + alone

@@ -172,7 +172,9 @@ class MimeSettings:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    workers: int = field(default=2, metadata=_positive())
+    # Deliveries at once from this process, over all integrations (each within its own
+    # `concurrency`).
+    workers: int = field(default=8, metadata=_positive())
     poll_interval: float = field(default=1.0, metadata=_positive())
     lease: float = field(default=300.0, metadata=_positive())
     retry_initial: float = field(default=60.0, metadata=_positive())

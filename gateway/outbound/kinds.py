@@ -27,7 +27,9 @@ def _template() -> Any:
     )
 
 
-DEFAULT_CONCURRENCY = 2
+# Like Postfix's per-destination concurrency, only lower (its default is 20): an office's
+# package server is small, and four in flight already keep one SFTP or HTTP server busy.
+DEFAULT_CONCURRENCY = 4
 
 
 def _concurrency() -> Any:

@@ -13,13 +13,15 @@ Idempotency-Key, mail resends with the same Message-ID and is logged as a possib
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Integer, Select, Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
@@ -38,6 +40,8 @@ from gateway.store.models import (
     Document,
     Dossier,
     Event,
+    Integration,
+    UTCDateTime,
     utcnow,
 )
 
@@ -48,6 +52,8 @@ TRANSITIONS: dict[DocStatus, set[DocStatus]] = {
     DocStatus.REJECTED: set(),
 }
 PENDING = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
+# session.info key: integration id → name, for the events of a session's deliveries.
+INTEGRATION_NAMES = "integration_names"
 
 
 class NotSendable(Exception):
@@ -162,46 +168,37 @@ class Claim:
 
 
 def claim(
-    session: Session, lease: float, limit: int, busy: Collection[int] = frozenset()
+    session: Session,
+    lease: float,
+    limit: int,
+    busy: Collection[int] = frozenset(),
+    integration_id: int | None = None,
 ) -> list[Claim]:
-    """Take up to `limit` due deliveries, skipping integrations in `busy`; the caller commits."""
+    """Take up to `limit` due deliveries, skipping integrations in `busy` (or of the one
+    `integration_id` only); the caller commits."""
     now = utcnow()
-    due = or_(
-        (Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
-        & (Delivery.next_attempt_at <= now),
-        (Delivery.state == DeliveryState.SENDING) & (Delivery.lease_until < now),
-    )
-    query = select(
-        Delivery.id,
-        Delivery.attempt_id,
-        Delivery.state,
-        Delivery.integration_id,
-        Delivery.last_error_code,
-    )
+    values: dict[str, object] = {"b_now": now, "b_limit": limit}
     if busy:
-        query = query.where(Delivery.integration_id.not_in(list(busy)))
-    rows = session.execute(
-        query.where(due)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+        values["b_busy"] = list(busy)
+    if integration_id is not None:
+        values["b_integration"] = integration_id
+    query = _due(bool(busy), integration_id is not None)
+    rows = session.connection().execute(query, values).all()
     claims = []
+    lease_until = now + timedelta(seconds=lease)
     for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
         attempt = str(uuid.uuid4())
-        taken = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id, Delivery.attempt_id.is_not_distinct_from(old_attempt)
-            )
-            .values(
-                state=DeliveryState.SENDING,
-                attempt_id=attempt,
-                lease_until=now + timedelta(seconds=lease),
-                updated_at=now,
-            )
+        taken = session.connection().execute(
+            _TAKE,
+            {
+                "b_id": delivery_id,
+                "b_old": old_attempt,
+                "b_new": attempt,
+                "b_lease": lease_until,
+                "b_now": now,
+            },
         )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if taken.rowcount != 1:
             continue
         cut_off = old_state is DeliveryState.SENDING
         uncertain = cut_off or last_code.startswith(UNCERTAIN_PREFIX)
@@ -238,18 +235,56 @@ def expire(session: Session, claim: Claim) -> None:
 
 def complete(session: Session, claim: Claim, remote_ref: str) -> bool:
     """Record the package's acceptance; False (and an event) when the attempt was superseded."""
-    if not _fence(session, claim, lease_until=None):
-        _superseded(session, claim, "sent", remote_ref=remote_ref)
-        return False
-    delivery = session.get_one(Delivery, claim.delivery_id, populate_existing=True)
-    delivery.state = DeliveryState.SENT
-    delivery.attempts += 1
-    delivery.remote_ref = remote_ref
-    delivery.last_error_code = delivery.last_error_text = ""
-    delivery.updated_at = utcnow()
-    set_status(delivery.document, DocStatus.SENT)
-    _attempt_event(session, delivery, claim, "sent", remote_ref=remote_ref)
-    return True
+    return complete_many(session, [(claim, remote_ref)]) == [True]
+
+
+def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> list[bool]:
+    """`complete` for several attempts at once, each fenced by its own attempt id.
+
+    Plain statements rather than loaded objects, as this runs for every document delivered:
+    one fenced UPDATE ... RETURNING per attempt, then one status update and one insert of
+    events for all the attempts that were still ours.
+    """
+    now = utcnow()
+    connection = session.connection()
+    owned, documents, events = [], [], []
+    for claim, remote_ref in accepted:
+        row = connection.execute(
+            _COMPLETE,
+            {
+                "b_id": claim.delivery_id,
+                "b_attempt": claim.attempt_id,
+                "b_ref": remote_ref,
+                "b_now": now,
+            },
+        ).one_or_none()
+        owned.append(row is not None)
+        if row is None:
+            _superseded(session, claim, "sent", remote_ref=remote_ref)
+            continue
+        document_id, attempts = row
+        documents.append(document_id)
+        extra = {"uncertain": "yes"} if claim.uncertain else {}
+        detail = {"attempt": claim.attempt_id, "number": str(attempts), "outcome": "sent", **extra}
+        events.append(
+            {
+                "at": now,
+                "kind": "delivery_attempt",
+                "document_id": document_id,
+                "delivery_id": claim.delivery_id,
+                "detail": {
+                    **_integration_detail(session, claim.integration_id),
+                    **detail,
+                    "remote_ref": remote_ref,
+                },
+            }
+        )
+    if documents:
+        sent = connection.execute(_MARK_SENT, {"b_docs": documents, "b_now": now})
+        if sent.rowcount != len(documents):
+            raise NotSendable(f"documents {documents} cannot all go to {DocStatus.SENT}")
+        connection.execute(_EVENTS.insert(), events)
+    return owned
 
 
 def fail(session: Session, claim: Claim, error: DeliveryError, settings: DeliverySettings) -> bool:
@@ -351,13 +386,98 @@ def _event(session: Session, kind: str, delivery: Delivery, **detail: str) -> No
             kind=kind,
             document_id=delivery.document_id,
             delivery_id=delivery.id,
-            detail={
-                "integration_id": delivery.integration_id,
-                "integration": delivery.integration.name,
-                **detail,
-            },
+            detail={**_integration_detail(session, delivery.integration_id), **detail},
         )
     )
+
+
+def _integration_detail(session: Session, integration_id: int) -> dict[str, Any]:
+    """Which integration an event is about, from `session.info` when the caller put the names
+    there (the delivery runner reads them anyway), else from the database."""
+    name = session.info.get(INTEGRATION_NAMES, {}).get(integration_id)
+    if name is None:
+        with session.no_autoflush:
+            name = session.get_one(Integration, integration_id).name
+    return {"integration_id": integration_id, "integration": name}
+
+
+# The statements of the runner's hot path, built once: each runs once per document, and
+# building and caching a statement anew costs more than executing it.
+_DELIVERIES = cast(Table, Delivery.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_SENDING = _DELIVERIES.c.state == DeliveryState.SENDING
+
+
+@functools.cache
+def _due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
+    """Due deliveries, oldest first, locked for the claim (SKIP LOCKED on PostgreSQL)."""
+    table, now = _DELIVERIES, bindparam("b_now", type_=UTCDateTime)
+    query = select(
+        table.c.id,
+        table.c.attempt_id,
+        table.c.state,
+        table.c.integration_id,
+        table.c.last_error_code,
+    ).where(
+        or_(
+            table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])
+            & (table.c.next_attempt_at <= now),
+            (table.c.state == DeliveryState.SENDING) & (table.c.lease_until < now),
+        )
+    )
+    if skip_busy:
+        query = query.where(table.c.integration_id.not_in(bindparam("b_busy", expanding=True)))
+    if one_integration:
+        query = query.where(table.c.integration_id == bindparam("b_integration"))
+    return (
+        query.order_by(table.c.next_attempt_at, table.c.id)
+        .limit(bindparam("b_limit", type_=Integer, literal_execute=True))
+        .with_for_update(skip_locked=True)
+    )
+
+
+_TAKE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.attempt_id.is_not_distinct_from(bindparam("b_old")),
+    )
+    .values(
+        state=DeliveryState.SENDING,
+        attempt_id=bindparam("b_new"),
+        lease_until=bindparam("b_lease"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_COMPLETE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.attempt_id == bindparam("b_attempt"),
+        _SENDING,
+    )
+    .values(
+        state=DeliveryState.SENT,
+        attempts=_DELIVERIES.c.attempts + 1,
+        remote_ref=bindparam("b_ref"),
+        last_error_code="",
+        last_error_text="",
+        lease_until=None,
+        updated_at=bindparam("b_now"),
+    )
+    .returning(_DELIVERIES.c.document_id, _DELIVERIES.c.attempts)
+)
+_MARK_SENT = (
+    update(_DOCUMENTS)
+    .where(
+        _DOCUMENTS.c.id.in_(bindparam("b_docs", expanding=True)),
+        _DOCUMENTS.c.status.in_(
+            [status for status, targets in TRANSITIONS.items() if DocStatus.SENT in targets]
+        ),
+    )
+    .values(status=DocStatus.SENT, status_reason="", sent_at=bindparam("b_now"))
+)
 
 
 class OperatorRefused(NotSendable):

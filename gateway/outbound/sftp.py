@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncssh
 import structlog
@@ -30,6 +30,18 @@ from gateway.outbound.secrets import read_secret
 
 log = structlog.get_logger(__name__)
 
+# asyncssh's defaults with AES-GCM first: the processor does AES in hardware, while asyncssh's
+# ChaCha20-Poly1305 builds a new cipher context for every packet. Still all AEAD, and a server
+# without AES-GCM still gets ChaCha20 or CTR.
+CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+]
+
 
 def host_key_problem(text: str) -> str | None:
     """Why `text` is not a usable pinned public key (OpenSSH one-line form), or None."""
@@ -44,6 +56,8 @@ def host_key_problem(text: str) -> str | None:
 class _Link:
     conn: asyncssh.SSHClientConnection
     sftp: asyncssh.SFTPClient
+    # Folders this connection made sure of: a pooled link checks each once, not per file.
+    folders: set[str] = field(default_factory=set)
 
     async def close(self) -> None:
         self.sftp.exit()
@@ -66,7 +80,7 @@ class SftpAdapter:
             link = self._idle.pop() if self._idle else await self.open_link()
             try:
                 async with asyncio.timeout(self.options.timeout):
-                    ref = await _upload(link.sftp, folder, name, item)
+                    ref = await _upload(link, folder, name, item)
             except TimeoutError as exc:
                 link.conn.abort()
                 raise UncertainError(
@@ -110,6 +124,7 @@ class SftpAdapter:
                 client_keys=[str(opts.key_file)] if opts.key_file else None,
                 known_hosts=([pinned], [], []),
                 connect_timeout=opts.connect_timeout,
+                encryption_algs=CIPHERS,
                 agent_path=None,
             )
         except asyncssh.HostKeyNotVerifiable as exc:
@@ -130,21 +145,25 @@ class SftpAdapter:
             raise TransientError("connect-failed", f"{self._where()}: sftp: {exc}") from exc
 
 
-async def _upload(sftp: asyncssh.SFTPClient, folder: str, name: str, item: Outgoing) -> str:
-    final = f"{folder}/{name}"
-    await sftp.makedirs(folder, exist_ok=True)
-    if await _holds_same_bytes(sftp, final, item):
-        return final
+async def _upload(link: _Link, folder: str, name: str, item: Outgoing) -> str:
+    """Write a temporary name, fsync, rename. The rename never overwrites (SFTP's rename
+    refuses an existing name), so only an attempt after one cut off mid-flight looks for the
+    final name first; any other finds a same-named file through the refused rename."""
+    sftp, final = link.sftp, f"{folder}/{name}"
+    if folder not in link.folders:
+        await sftp.makedirs(folder, exist_ok=True)
+        link.folders.add(folder)
     if item.uncertain:
+        if await _holds_same_bytes(sftp, final, item):
+            return final
         await _remove_leftovers(sftp, folder, name)
     tmp = f"{folder}/.{name}.{item.attempt_id}.part"
     try:
-        async with sftp.open(tmp, "wb") as fh:
-            await fh.write(item.data)
-            try:
-                await fh.fsync()
-            except asyncssh.SFTPOpUnsupported:
-                log.debug("sftp_fsync_unsupported", path=tmp)
+        await _write(sftp, tmp, item.data)
+    except asyncssh.SFTPNoSuchFile:
+        # The folder went away since this connection made it: make it again, once.
+        await sftp.makedirs(folder, exist_ok=True)
+        await _write(sftp, tmp, item.data)
     except asyncssh.SFTPError as exc:
         with contextlib.suppress(asyncssh.SFTPError):
             await sftp.remove(tmp)
@@ -158,6 +177,15 @@ async def _upload(sftp: asyncssh.SFTPClient, folder: str, name: str, item: Outgo
         conflict = f"{final} already exists with other content"
         raise PermanentError("name-conflict", conflict) from exc
     return final
+
+
+async def _write(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
+    async with sftp.open(path, "wb") as fh:
+        await fh.write(data)
+        try:
+            await fh.fsync()
+        except asyncssh.SFTPOpUnsupported:
+            log.debug("sftp_fsync_unsupported", path=path)
 
 
 async def _remove_leftovers(sftp: asyncssh.SFTPClient, folder: str, name: str) -> None:

@@ -1,204 +1,285 @@
-"""Delivery workers: claim a due delivery, hand it to its integration's adapter, record the outcome.
+"""Delivery workers: claim due deliveries, hand them to their integrations' adapters, record it.
 
-Database calls run in threads (SQLite commits fsync); adapters are async and cached per
-integration so connections are reused between documents. Each integration gets at most its
-`concurrency` deliveries at once from this process: claims skip integrations that are full,
-so one slow package never holds every worker.
+One dispatcher owns the database side and works in rounds (`rounds.run`, one transaction in
+its own thread): record every outcome that came in since the last round, renew the leases
+that need it, and claim more for integrations whose lane runs low. Deliveries run as tasks,
+at most `workers` at once and at most an integration's `concurrency` each, so one slow package
+never holds every worker. A finished delivery wakes the dispatcher at once; so does the rules
+stage when it queues a document (`wake`, which may be set from its thread). Adapters are
+cached per integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from gateway import metrics
 from gateway.config import DeliverySettings
-from gateway.outbound import queue
+from gateway.outbound import queue, rounds
 from gateway.outbound.base import (
     Adapter,
     DeliveryError,
-    Outgoing,
     PermanentError,
     RejectedError,
     TransientError,
 )
-from gateway.outbound.kinds import concurrency, make_adapter
+from gateway.outbound.kinds import make_adapter
+from gateway.outbound.rounds import Job, Outcome, Round
 from gateway.store.db import Store
-from gateway.store.models import Delivery, Integration
 
 log = structlog.get_logger(__name__)
+
+
+class Wake(asyncio.Event):
+    """An event that any thread may set.
+
+    The rules stage queues documents in a worker thread and sets this there; a plain
+    `asyncio.Event` set off the loop's thread does not wake a loop asleep in `select`, so the
+    workers would only notice at their next poll.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._home: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._home = loop
+
+    def set(self) -> None:
+        home = self._home
+        if home is None or _running_loop() is home:
+            super().set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            home.call_soon_threadsafe(super().set)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class DeliveryRunner:
     def __init__(self, store: Store, settings: DeliverySettings) -> None:
         self.store = store
         self.settings = settings
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         self._adapters: dict[int, tuple[dict[str, Any], Adapter]] = {}
-        self._busy: Counter[int] = Counter()
-        self._claiming = asyncio.Lock()
+        self._backlog: dict[int, deque[Job]] = {}
+        self._limits: dict[int, int] = {}
+        self._running: Counter[int] = Counter()
+        self._tasks: dict[asyncio.Task[None], Job] = {}
+        self._handing_over: set[int] = set()
+        self._interrupted: list[Job] = []
+        self._outcomes: list[Outcome] = []
+        # Every claim not yet recorded (waiting, running or finished), by delivery id, with
+        # when its lease was last renewed.
+        self._held: dict[int, tuple[queue.Claim, float]] = {}
+        self._turn = 0
+        self._stopping = False
+        self._db: ThreadPoolExecutor | None = None
 
     async def run(self) -> None:
-        """Run `settings.workers` loops until cancelled."""
+        """Deliver until cancelled; then give back what was claimed and record what finished."""
+        self.wake.bind(asyncio.get_running_loop())
+        # Its own thread: in the shared default executor a round would queue behind the
+        # rules stage's work.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(self.settings.workers):
-                    group.create_task(self._loop())
+            while True:
+                self.wake.clear()
+                await self._round()
+                self._start_jobs()
+                if not self._outcomes:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races its timeout, and the runner would never stop.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._pause()):
+                            await self.wake.wait()
         finally:
-            await self.close()
+            await self._stop()
 
     async def close(self) -> None:
         for _, adapter in self._adapters.values():
             await adapter.close()
         self._adapters.clear()
 
-    async def _loop(self) -> None:
-        while True:
-            async with self._claiming:
-                claims = await self._take()
-                self._busy.update(c.integration_id for c in claims)
-            if not claims:
-                self.wake.clear()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-                # races its timeout, and the runner would then never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.poll_interval):
-                        await self.wake.wait()
-                continue
-            for index, claim in enumerate(claims):
-                try:
-                    await self._deliver(claim)
-                except asyncio.CancelledError:
-                    await asyncio.shield(self._give_back(claims[index + 1 :]))
-                    raise
-                finally:
-                    self._busy[claim.integration_id] -= 1
-            self.wake.set()  # a slot is free again: a sibling waiting on a full integration may go
+    def _pause(self) -> float:
+        """Longest wait between rounds: the poll, and often enough to renew leases in time."""
+        return min(self.settings.poll_interval, self.settings.lease / 3)
 
-    async def _take(self) -> list[queue.Claim]:
-        """Claim due deliveries. The claim commits in a thread that a shutdown cannot stop, so
-        a cancellation waits for it and gives the claims back rather than orphan them for a
-        whole lease."""
-        claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, dict(self._busy)))
+    async def _round(self) -> None:
+        work = Round(
+            outcomes=self._outcomes, renew=self._due_renewals(), held=self._held_per_integration()
+        )
+        self._outcomes = []
         try:
-            return await asyncio.shield(claiming)
+            result = await self._in_thread(work)
+        except OperationalError:
+            # A database busy past its timeout: nothing was written, try it all again.
+            log.exception("delivery_round_failed", outcomes=len(work.outcomes))
+            self._outcomes = work.outcomes + self._outcomes
+            for claim in work.renew:  # due again next round
+                if claim.delivery_id in self._held:
+                    self._held[claim.delivery_id] = (claim, 0.0)
+            await asyncio.sleep(self._pause())
+            return
+        self._apply(work, result)
+
+    async def _in_thread(self, work: Round) -> rounds.Result:
+        """Run `work` in the database thread. A commit cannot be stopped halfway, so a
+        cancellation waits for it and applies its result: its claims are then given back."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._db, rounds.run, self.store, self.settings, work)
+        try:
+            return await asyncio.shield(future)
         except asyncio.CancelledError:
-            await self._give_back(await claiming)
+            try:
+                self._apply(work, await future)
+            except OperationalError:
+                self._outcomes = work.outcomes + self._outcomes
             raise
 
-    async def _give_back(self, claims: list[queue.Claim]) -> None:
-        for claim in claims:
-            await asyncio.to_thread(self._release, claim, False)
+    def _apply(self, work: Round, result: rounds.Result) -> None:
+        for outcome, owned in zip(work.outcomes, result.owned, strict=True):
+            self._held.pop(outcome.claim.delivery_id, None)
+            _log_outcome(outcome, owned)
+        for claim in result.lost:
+            log.warning("lease_lost", delivery=claim.delivery_id, attempt=claim.attempt_id)
+        now = time.monotonic()
+        for job in result.jobs:
+            self._held[job.claim.delivery_id] = (job.claim, now)
+            self._limits[job.target.id] = job.target.limit
+            self._backlog.setdefault(job.target.id, deque()).append(job)
 
-    def _claim(self, busy: dict[int, int]) -> list[queue.Claim]:
-        with self.store.session.begin() as session:
-            limits = {
-                iid: concurrency(options)
-                for iid, options in session.execute(select(Integration.id, Integration.options))
-            }
-            full = {iid for iid, n in busy.items() if n >= limits.get(iid, 1)}
-            return queue.claim(session, self.settings.lease, limit=1, busy=full)
+    def _due_renewals(self) -> list[queue.Claim]:
+        """Leases renewed a third of a lease ago, so nobody takes a live attempt over."""
+        now = time.monotonic()
+        due = [c for c, at in self._held.values() if now - at >= self.settings.lease / 3]
+        for claim in due:
+            self._held[claim.delivery_id] = (claim, now)
+        return due
 
-    async def _deliver(self, claim: queue.Claim) -> None:
-        handing_over = False
-        name = "unknown"
-        keeper = asyncio.create_task(self._keep_lease(claim))
+    def _held_per_integration(self) -> Counter[int]:
+        return Counter(claim.integration_id for claim, _ in self._held.values())
+
+    def _start_jobs(self) -> None:
+        """Start waiting jobs within the limits, one integration after the other in turn."""
+        if self._stopping:
+            return
+        lanes = [iid for iid, backlog in self._backlog.items() if backlog]
+        started = True
+        while started and lanes:
+            started = False
+            self._turn += 1
+            for index in range(len(lanes)):
+                iid = lanes[(self._turn + index) % len(lanes)]
+                if len(self._tasks) >= self.settings.workers:
+                    return
+                backlog = self._backlog[iid]
+                if backlog and self._running[iid] < self._limits.get(iid, 1):
+                    self._start(backlog.popleft())
+                    started = True
+
+    def _start(self, job: Job) -> None:
+        self._running[job.target.id] += 1
+        task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.claim.delivery_id}")
+        self._tasks[task] = job
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        job = self._tasks.pop(task)
+        self._running[job.target.id] -= 1
+        if task.cancelled():
+            self._interrupted.append(job)
+            return
+        self._handing_over.discard(job.claim.delivery_id)
+        self._start_jobs()  # the next claimed job need not wait for this outcome's commit
+        self.wake.set()
+
+    async def _deliver(self, job: Job) -> None:
+        claim, name = job.claim, job.target.name
+        structlog.contextvars.bind_contextvars(doc=job.row.document_id, integration=name)
         try:
-            item, integration = await asyncio.to_thread(self._load, claim)
-            name = integration.name
-            structlog.contextvars.bind_contextvars(doc=item.document_id, integration=name)
-            adapter = await self._adapter(integration)
+            item = job.outgoing(await asyncio.to_thread(self.store.blobs.get, job.blob))
+            adapter = await self._adapter(job.target)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)
-            handing_over = True
+            self._handing_over.add(claim.delivery_id)
             with metrics.DELIVERY_SECONDS.labels(name).time():
                 ref = await adapter.deliver(item)
-        except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self._release, claim, handing_over))
-            raise
         except DeliveryError as exc:
             metrics.DELIVERIES.labels(name, _outcome(exc)).inc()
-            await asyncio.to_thread(self._record_failure, claim, exc)
+            self._outcomes.append(Outcome(claim, error=exc))
         except Exception as exc:
             log.exception("delivery_crashed", delivery=claim.delivery_id)
             error = TransientError("internal-error", f"{type(exc).__name__}: {exc}")
-            await asyncio.to_thread(self._record_failure, claim, error)
+            self._outcomes.append(Outcome(claim, error=error))
         else:
             metrics.DELIVERIES.labels(name, "sent").inc()
-            await asyncio.to_thread(self._record_success, claim, ref)
-        finally:
-            keeper.cancel()
-            structlog.contextvars.unbind_contextvars("doc", "integration")
+            self._outcomes.append(Outcome(claim, ref=ref))
 
-    async def _keep_lease(self, claim: queue.Claim) -> None:
-        """Renew the lease while a long upload runs, so nobody takes a live attempt over."""
-        while True:
-            await asyncio.sleep(self.settings.lease / 3)
-            if not await asyncio.to_thread(self._renew, claim):
-                log.warning("lease_lost", delivery=claim.delivery_id, attempt=claim.attempt_id)
-                return
-
-    def _renew(self, claim: queue.Claim) -> bool:
-        with self.store.session.begin() as session:
-            return queue.renew(session, claim, self.settings.lease)
-
-    def _load(self, claim: queue.Claim) -> tuple[Outgoing, Integration]:
-        with self.store.session() as session:
-            delivery = session.get_one(Delivery, claim.delivery_id)
-            doc, dossier = delivery.document, delivery.document.dossier
-            item = Outgoing(
-                delivery_id=delivery.id,
-                attempt_id=claim.attempt_id,
-                document_id=doc.id,
-                dossier=dossier.slug,
-                accounting_file_id=dossier.accounting_file_id,
-                doc_type=doc.doc_type.value if doc.doc_type else "",
-                filename=doc.filename,
-                media_type=doc.media_type,
-                data=self.store.blobs.get(doc.blob_sha256),
-                sha256=doc.blob_sha256,
-                facts=dict(doc.facts),
-                overrides=dict(dossier.overrides),
-                vat=dossier.vat_number,
-                uncertain=claim.uncertain,
-            )
-            return item, delivery.integration
-
-    async def _adapter(self, integration: Integration) -> Adapter:
-        cached = self._adapters.get(integration.id)
-        if cached is not None and cached[0] == integration.options:
+    async def _adapter(self, target: rounds.Target) -> Adapter:
+        cached = self._adapters.get(target.id)
+        if cached is not None and cached[0] == target.options:
             return cached[1]
         if cached is not None:
             await cached[1].close()
-        adapter = make_adapter(integration.kind, integration.name, integration.options)
-        self._adapters[integration.id] = (dict(integration.options), adapter)
+        adapter = make_adapter(target.kind, target.name, target.options)
+        self._adapters[target.id] = (dict(target.options), adapter)
         return adapter
 
-    def _record_success(self, claim: queue.Claim, ref: str) -> None:
-        with self.store.session.begin() as session:
-            owned = queue.complete(session, claim, ref)
-        if owned:
-            log.info("delivered", delivery=claim.delivery_id, remote=ref)
+    async def _stop(self) -> None:
+        """Stop running deliveries, then one last round: record what finished, expire what
+        was handing over (uncertain) and release what never started."""
+        self._stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        interrupted = [job.claim for job in self._interrupted]
+        waiting = [job.claim for backlog in self._backlog.values() for job in backlog]
+        work = Round(
+            outcomes=self._outcomes,
+            release=[c for c in interrupted if c.delivery_id not in self._handing_over] + waiting,
+            expire=[c for c in interrupted if c.delivery_id in self._handing_over],
+        )
+        try:
+            result = await asyncio.shield(
+                asyncio.get_running_loop().run_in_executor(
+                    self._db, rounds.run, self.store, self.settings, work
+                )
+            )
+        except Exception:  # the leases still run out, and the next claim reconciles
+            log.exception("delivery_final_round_failed", outcomes=len(work.outcomes))
         else:
-            log.warning("attempt_superseded", delivery=claim.delivery_id, outcome="sent")
+            for outcome, owned in zip(work.outcomes, result.owned, strict=True):
+                _log_outcome(outcome, owned)
+        finally:
+            if self._db is not None:
+                self._db.shutdown(wait=False)
+            await self.close()
 
-    def _record_failure(self, claim: queue.Claim, error: DeliveryError) -> None:
-        with self.store.session.begin() as session:
-            owned = queue.fail(session, claim, error, self.settings)
+
+def _log_outcome(outcome: Outcome, owned: bool) -> None:
+    claim, error = outcome.claim, outcome.error
+    if error is None and owned:
+        log.info("delivered", delivery=claim.delivery_id, remote=outcome.ref)
+    elif error is None:
+        log.warning("attempt_superseded", delivery=claim.delivery_id, outcome="sent")
+    else:
         event = "delivery_failed" if owned else "attempt_superseded"
         log.warning(event, delivery=claim.delivery_id, code=error.code, text=error.text)
-
-    def _release(self, claim: queue.Claim, handing_over: bool) -> None:
-        with self.store.session.begin() as session:
-            if handing_over:
-                queue.expire(session, claim)
-            else:
-                queue.release(session, claim)
 
 
 def _outcome(error: DeliveryError) -> str:

@@ -12,10 +12,10 @@ from email.policy import default
 from pathlib import Path
 
 from integration.delivery_harness import invoice
-from integration.gateway_proc import Gateway, mail, start_gateway
+from integration.gateway_proc import Gateway, base_config, mail, start_gateway
 from integration.mailservers import Postfix
 from integration.package_api import SECRET, PackageApi
-from integration.servers import Sshd
+from integration.servers import Sshd, free_port
 
 
 def _dossier(integration: str) -> str:
@@ -142,6 +142,72 @@ upload_path = "Kill_import/"
     for name, data, _ in files:
         (doc,) = [d for d in docs if d["filename"] == name]
         assert (drop / f"{doc['id']}-{name}").read_bytes() == data
+    assert cut_off <= _uncertain(db)
+
+
+def test_repeated_kill_9_while_outcomes_share_commits_loses_and_doubles_nothing(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """Eight deliveries at once record their outcomes in shared commits, so a kill lands
+    between renames on the server and the commit that records them. After three kills every
+    document is sent, lies once under its own name and has exactly one recorded sent attempt."""
+    count = 150
+    drop = sshd.root / "Batch_import"
+    integration = f"""
+[[integrations]]
+name = "sftp"
+kind = "sftp"
+host = "{sshd.host}"
+port = {sshd.port}
+username = "{sshd.username}"
+key_file = "{sshd.client_key}"
+host_key = "{sshd.host_key_line}"
+upload_path = "Batch_import/"
+concurrency = 8
+"""
+    port = free_port()
+    config = base_config(port, integration + _dossier("sftp"), lease=2.0)
+    gateway = Gateway(tmp_path, config.replace("[delivery]\n", "[delivery]\nworkers = 8\n"), port)
+    files = [(f"b{i}.xml", invoice(f"BATCH-{i}"), "application/xml") for i in range(count)]
+    db = tmp_path / "var" / "gateway.db"
+
+    def landed() -> int:
+        return len(list(drop.glob("*.xml"))) if drop.is_dir() else 0
+
+    cut_off: set[int] = set()
+    gateway.start()
+    try:
+        gateway.send(mail("demo@gateway.localhost", *files))
+        gateway.wait_for(lambda: len(gateway.docs()) == count, timeout=30)
+        gateway.cli("doc", "send", "--all", "--dossier", "demo")
+        for _ in range(3):
+            floor = landed() + 10
+            gateway.wait_for(lambda f=floor: landed() >= f and bool(_sending(db)), timeout=60)
+            gateway.kill()
+            cut_off |= _sending(db)
+            assert landed() < count, "everything was delivered before a kill: nothing was tested"
+            gateway.start()
+        docs = gateway.wait_for(
+            lambda: (d := gateway.docs()) and all(x["status"] == "sent" for x in d) and d,
+            timeout=120,
+        )
+    finally:
+        gateway.stop()
+    assert sorted(p.name for p in drop.iterdir()) == sorted(
+        f"{d['id']}-{d['filename']}" for d in docs
+    )
+    for name, data, _ in files:
+        (doc,) = [d for d in docs if d["filename"] == name]
+        assert (drop / f"{doc['id']}-{name}").read_bytes() == data
+    with sqlite3.connect(db) as conn:
+        sent = Counter(
+            document_id
+            for document_id, detail in conn.execute(
+                "SELECT document_id, detail FROM events WHERE kind = 'delivery_attempt'"
+            )
+            if json.loads(detail)["outcome"] == "sent"
+        )
+    assert sent == Counter({d["id"]: 1 for d in docs})
     assert cut_off <= _uncertain(db)
 
 

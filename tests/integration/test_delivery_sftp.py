@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -203,3 +204,64 @@ def test_a_server_that_stalls_mid_session_is_uncertain_then_delivered_once(
     h.run_until(lambda: h.delivery(second[0]).state is DeliveryState.SENT)
     landed = sorted(p.name for p in (sshd.root / "Stall_import").iterdir())
     assert landed == sorted(f"{d}-invoice.xml" for d in (first, second[0]))
+
+
+def test_a_folder_removed_between_deliveries_is_made_again_on_the_kept_connection(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """The pooled connection remembers the folders it made; one removed behind its back
+    (an operator tidying up) is made again, not a failed delivery."""
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "gone", upload_path="Gone_import/", concurrency=1)
+    folder = sshd.root / "Gone_import"
+    before = _logins(sshd)
+    first = h.document("gone", invoice("GONE-1"))
+    second: list[int] = []
+
+    def remove_after_first() -> bool:
+        if not second and h.delivery(first).state is DeliveryState.SENT:
+            shutil.rmtree(folder)
+            second.append(h.document("gone", invoice("GONE-2")))
+        return bool(second) and h.settled(second[0])
+
+    h.run_until(remove_after_first)
+    assert h.delivery(second[0]).state is DeliveryState.SENT
+    assert [p.name for p in folder.iterdir()] == [f"{second[0]}-invoice.xml"]
+    assert _logins(sshd) - before == 1
+
+
+def test_a_final_name_already_holding_the_document_is_delivered_without_a_second_write(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """What an attempt whose rename answer was lost leaves behind: the refused rename finds
+    the same bytes under the final name, which counts as delivered."""
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "there", upload_path="There_import/")
+    doc = h.document("there", invoice("THERE-1"))
+    folder = sshd.root / "There_import"
+    folder.mkdir()
+    final = folder / f"{doc}-invoice.xml"
+    final.write_bytes(invoice("THERE-1"))
+    written = final.stat().st_mtime_ns
+    h.run_until(lambda: h.settled(doc))
+    assert h.delivery(doc).state is DeliveryState.SENT
+    assert [p.name for p in folder.iterdir()] == [final.name]
+    assert final.stat().st_mtime_ns == written
+
+
+def test_a_final_name_holding_other_bytes_is_a_name_conflict_and_stays_untouched(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    h = Harness(tmp_path)
+    _sftp(h, sshd, "clash", upload_path="Clash_import/")
+    doc = h.document("clash", invoice("CLASH-1"))
+    folder = sshd.root / "Clash_import"
+    folder.mkdir()
+    final = folder / f"{doc}-invoice.xml"
+    final.write_bytes(b"someone else's file")
+    h.run_until(lambda: h.settled(doc))
+    assert h.delivery(doc).state is DeliveryState.FAILED
+    status, reason = h.status(doc)
+    assert (status, reason.split(":")[0]) == ("failed", "name-conflict")
+    assert [p.name for p in folder.iterdir()] == [final.name]
+    assert final.read_bytes() == b"someone else's file"

@@ -50,10 +50,10 @@ def test_mailbox_refuses_a_password_in_clear_and_unknown_placeholders() -> None:
     assert error.key == "integrations[0].to_sales"
 
 
-def test_concurrency_is_checked_and_defaults_to_two() -> None:
+def test_concurrency_is_checked_and_defaults_to_four() -> None:
     error = _error("directory", {"path": "x", "concurrency": 0})
     assert error.key == "integrations[0].concurrency"
-    assert concurrency({}) == 2
+    assert concurrency({}) == 4
     assert concurrency({"concurrency": 5}) == 5
 
 

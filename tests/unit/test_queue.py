@@ -275,6 +275,20 @@ def test_claim_skips_integrations_that_are_busy(store: Store) -> None:
         assert len(queue.claim(session, lease=60, limit=5, busy={999})) == 1
 
 
+def test_claim_for_one_integration_takes_none_of_another(store: Store) -> None:
+    doc_id = _document(store)
+    with store.session.begin() as session:
+        doc = session.get_one(Document, doc_id)
+        queue.enqueue(session, doc, SETTINGS)
+        mine = doc.dossier.integration_id
+    assert mine is not None
+    with store.session.begin() as session:
+        assert queue.claim(session, lease=60, limit=5, integration_id=mine + 1) == []
+    with store.session.begin() as session:
+        (claim,) = queue.claim(session, lease=60, limit=5, integration_id=mine)
+    assert claim.integration_id == mine
+
+
 def test_send_takes_inbox_documents_and_points_failed_ones_to_retry(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:

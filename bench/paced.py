@@ -1,0 +1,137 @@
+"""The delivery workers alone at a steady rate: document queued -> file renamed in sshd's drop.
+
+As the rules stage does, a thread queues one document at a time (its own transaction, then
+the runner's `wake` set from that thread), every 1/rate seconds whatever the workers do. The
+clock starts when the queueing transaction has committed and stops at the delivered file's
+ctime, which the server's rename sets. No SMTP and no rules stage: this is delivery's share of
+the end-of-DATA latency, with the daemon's default delivery settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench.common import start_sshd, table
+from bench.latency import percentile
+from gateway.config import DeliverySettings
+from gateway.logging import configure
+from gateway.outbound import queue
+from gateway.outbound.worker import DeliveryRunner
+from gateway.store.db import Store, open_store, upgrade
+from gateway.store.models import DocType, Document, Dossier, Integration
+
+DOCUMENT = b"<?xml version='1.0'?><Invoice>" + b"x" * 1800 + b"</Invoice>\n"
+LAND_TIMEOUT = 120.0
+
+
+def _documents(store: Store, options: dict[str, object], count: int) -> list[int]:
+    """Inbox documents with their blobs stored: what the rules stage has made before it queues."""
+    with store.session.begin() as session:
+        integration = Integration(name="drop", kind="sftp", options=options)
+        dossier = Dossier(slug="bench", integration=integration, vat_number="BE0123456749")
+        docs = []
+        for n in range(count):
+            data = DOCUMENT.replace(b"<Invoice>", f"<Invoice n='{n}'>".encode())
+            doc = Document(
+                dossier=dossier,
+                filename=f"paced-{n}.xml",
+                media_type="application/xml",
+                blob_sha256=store.blobs.put(data),
+                size=len(data),
+                doc_type=DocType.PURCHASE_INVOICE,
+            )
+            session.add(doc)
+            docs.append(doc)
+        session.flush()
+        return [doc.id for doc in docs]
+
+
+def _pace(store: Store, runner: DeliveryRunner, ids: list[int], rate: float) -> dict[int, int]:
+    """Queue `ids` one per 1/rate s (open loop); when each queueing committed, in ns."""
+    queued: dict[int, int] = {}
+    settings = DeliverySettings()
+    started = time.monotonic()
+    for n, doc_id in enumerate(ids):
+        delay = started + n / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        with store.session.begin() as session:
+            doc = session.scalars(select(Document).where(Document.id == doc_id)).one()
+            queue.send(session, doc, settings)
+        queued[doc_id] = time.time_ns()
+        runner.wake.set()
+    return queued
+
+
+def _landed(drop: Path) -> dict[int, int]:
+    if not drop.is_dir():
+        return {}
+    return {int(p.name.split("-", 1)[0]): p.stat().st_ctime_ns for p in drop.glob("*.xml")}
+
+
+async def _measure(
+    store: Store, ids: list[int], rate: float, drop: Path
+) -> tuple[dict[int, int], dict[int, int]]:
+    runner = DeliveryRunner(store, DeliverySettings())
+    task = asyncio.create_task(runner.run())
+    queued: dict[int, int] = {}
+    pacer = threading.Thread(target=lambda: queued.update(_pace(store, runner, ids, rate)))
+    try:
+        await asyncio.sleep(0.5)  # the runner's first round, on an empty queue
+        pacer.start()
+        deadline = time.monotonic() + len(ids) / rate + LAND_TIMEOUT
+        while time.monotonic() < deadline:
+            if task.done():
+                task.result()
+            if not pacer.is_alive() and len(await asyncio.to_thread(_landed, drop)) >= len(ids):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await asyncio.to_thread(pacer.join, LAND_TIMEOUT)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return queued, _landed(drop)
+
+
+def run(workdir: Path, rate: float, seconds: float) -> str:
+    # The daemon's production logging (a JSON line per event, its cost included), discarded.
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        configure("info", "json")
+        return _run(workdir, rate, seconds)
+
+
+def _run(workdir: Path, rate: float, seconds: float) -> str:
+    sshd = start_sshd(workdir / "sshd")
+    store = open_store(f"sqlite:///{workdir}/paced.db", workdir / "blobs")
+    try:
+        upgrade(store.engine)
+        options: dict[str, object] = {
+            "host": sshd.host,
+            "port": sshd.port,
+            "username": sshd.username,
+            "key_file": str(sshd.client_key),
+            "host_key": sshd.host_key_line,
+            "upload_path": "Paced_import/",
+        }
+        ids = _documents(store, options, int(rate * seconds))
+        queued, landed = asyncio.run(_measure(store, ids, rate, sshd.root / "Paced_import"))
+    finally:
+        store.engine.dispose()
+        sshd.stop()
+    millis = [(landed[d] - at) / 1e6 for d, at in queued.items() if d in landed]
+    rows = [
+        ["documents queued / files landed", f"{len(queued)} / {len(millis)}"],
+        ["p50 (ms)", f"{percentile(millis, 0.50):.0f}"],
+        ["p90 (ms)", f"{percentile(millis, 0.90):.0f}"],
+        ["p99 (ms)", f"{percentile(millis, 0.99):.0f}"],
+        ["max (ms)", f"{max(millis, default=float('nan')):.0f}"],
+    ]
+    title = f"delivery alone: queued -> renamed in sshd drop, {rate:.0f} docs/s for {seconds:.0f} s"
+    return table([title, "value"], rows)

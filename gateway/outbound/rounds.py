@@ -1,0 +1,190 @@
+"""The delivery runner's database side: one transaction per round records, renews and claims.
+
+Every outcome still gets its own fenced write and its own event; a round only shares the
+commit (with SQLite's synchronous=FULL, one fsync) among all the deliveries that finished
+while the previous round ran, as the SMTP door's group commit does for arrivals. There is no
+timer: a lone delivery is recorded at once. Claims are taken per integration, up to what
+its lane may hold, so one backlogged package cannot starve the others, and are committed
+before the runner sends a byte of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, bindparam, select
+from sqlalchemy.orm import Session
+
+from gateway.config import DeliverySettings
+from gateway.outbound import queue
+from gateway.outbound.base import DeliveryError, Outgoing
+from gateway.outbound.kinds import concurrency
+from gateway.store.db import Store
+from gateway.store.models import Delivery, Document, Dossier, Integration
+
+# One claimed delivery's document and dossier columns, as `_ROWS` selects them.
+_DocRow = Row[*tuple[Any, ...]]
+
+# Claims an integration may hold per delivery slot: enough that its lane never runs dry
+# while a round commits, few enough that a second instance on PostgreSQL finds work too.
+AHEAD = 4
+
+
+@dataclass(frozen=True)
+class Target:
+    """An integration as the runner needs it: to build (or reuse) its adapter, and its limit."""
+
+    id: int
+    name: str
+    kind: str
+    options: dict[str, Any]
+
+    @property
+    def limit(self) -> int:
+        return concurrency(self.options)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed delivery. Its blob is read only when it starts: claims are taken ahead, and
+    holding every claimed document's bytes would cost memory for nothing."""
+
+    claim: queue.Claim
+    target: Target
+    row: _DocRow
+
+    @property
+    def blob(self) -> str:
+        return str(self.row.blob_sha256)
+
+    def outgoing(self, data: bytes) -> Outgoing:
+        row, claim = self.row, self.claim
+        return Outgoing(
+            delivery_id=claim.delivery_id,
+            attempt_id=claim.attempt_id,
+            document_id=row.document_id,
+            dossier=row.slug,
+            accounting_file_id=row.accounting_file_id,
+            doc_type=row.doc_type.value if row.doc_type else "",
+            filename=row.filename,
+            media_type=row.media_type,
+            data=data,
+            sha256=row.blob_sha256,
+            facts=dict(row.facts),
+            overrides=dict(row.overrides),
+            vat=row.vat_number,
+            uncertain=claim.uncertain,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: `error` None means the package has it under `ref`."""
+
+    claim: queue.Claim
+    ref: str = ""
+    error: DeliveryError | None = None
+
+
+@dataclass
+class Round:
+    outcomes: list[Outcome] = field(default_factory=list)
+    renew: list[queue.Claim] = field(default_factory=list)
+    # Stopped before anything could have left: claimable at once, not uncertain.
+    release: list[queue.Claim] = field(default_factory=list)
+    # Stopped while handing over: claimable at once, uncertain.
+    expire: list[queue.Claim] = field(default_factory=list)
+    # Claims held (queued or running) per integration; None claims nothing (shutting down).
+    held: Mapping[int, int] | None = None
+
+
+@dataclass
+class Result:
+    owned: list[bool]
+    lost: list[queue.Claim]
+    jobs: list[Job]
+
+
+def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
+    """Do `work` in one transaction."""
+    with store.session.begin() as session:
+        targets = _targets(session)
+        session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
+        owned = _record(session, work.outcomes, settings)
+        lost = [c for c in work.renew if not queue.renew(session, c, settings.lease)]
+        for claim in work.release:
+            queue.release(session, claim)
+        for claim in work.expire:
+            queue.expire(session, claim)
+        claims = [] if work.held is None else _claim(session, settings, targets, work.held)
+        rows = _rows(session, [c.delivery_id for c in claims])
+    jobs = [Job(c, targets[c.integration_id], rows[c.delivery_id]) for c in claims]
+    return Result(owned, lost, jobs)
+
+
+def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
+    """Whether each outcome was still ours to write, in the order given."""
+    owned = [False] * len(outcomes)
+    sent = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
+    accepted = [(outcomes[i].claim, outcomes[i].ref) for i in sent]
+    for i, ours in zip(sent, queue.complete_many(session, accepted), strict=True):
+        owned[i] = ours
+    for i, outcome in enumerate(outcomes):
+        if outcome.error is not None:
+            owned[i] = queue.fail(session, outcome.claim, outcome.error, settings)
+    return owned
+
+
+def _targets(session: Session) -> dict[int, Target]:
+    rows = session.connection().execute(_TARGETS)
+    return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
+
+
+def _claim(
+    session: Session,
+    settings: DeliverySettings,
+    targets: dict[int, Target],
+    held: Mapping[int, int],
+) -> list[queue.Claim]:
+    claims: list[queue.Claim] = []
+    for target in targets.values():
+        room = AHEAD * target.limit - held.get(target.id, 0)
+        if room > 0:
+            claims += queue.claim(session, settings.lease, room, integration_id=target.id)
+    return claims
+
+
+def _rows(session: Session, ids: list[int]) -> dict[int, _DocRow]:
+    if not ids:
+        return {}
+    return {row.delivery_id: row for row in session.connection().execute(_ROWS, {"ids": ids})}
+
+
+# Built once: a round runs these every time, and building a statement costs more than running it.
+_INTEGRATIONS = cast(Table, Integration.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
+_DOCUMENTS = cast(Table, Document.__table__)
+_DOSSIERS = cast(Table, Dossier.__table__)
+_TARGETS = select(
+    _INTEGRATIONS.c.id, _INTEGRATIONS.c.name, _INTEGRATIONS.c.kind, _INTEGRATIONS.c.options
+)
+_ROWS = (
+    select(
+        _DELIVERIES.c.id.label("delivery_id"),
+        _DOCUMENTS.c.id.label("document_id"),
+        _DOCUMENTS.c.doc_type,
+        _DOCUMENTS.c.filename,
+        _DOCUMENTS.c.media_type,
+        _DOCUMENTS.c.blob_sha256,
+        _DOCUMENTS.c.facts,
+        _DOSSIERS.c.slug,
+        _DOSSIERS.c.accounting_file_id,
+        _DOSSIERS.c.overrides,
+        _DOSSIERS.c.vat_number,
+    )
+    .join_from(_DELIVERIES, _DOCUMENTS, _DELIVERIES.c.document_id == _DOCUMENTS.c.id)
+    .join(_DOSSIERS, _DOCUMENTS.c.dossier_id == _DOSSIERS.c.id)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+)
