@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway import metrics
 from gateway.config import DeliverySettings
+from gateway.intake.crashpoint import crashpoint
 from gateway.outbound import queue, rounds
 from gateway.outbound.base import (
     Adapter,
@@ -218,6 +219,7 @@ class DeliveryRunner:
             self._handing_over.add(claim.delivery_id)
             with metrics.DELIVERY_SECONDS.labels(name).time():
                 ref = await adapter.deliver(item)
+            crashpoint("delivery_handed_over")
         except DeliveryError as exc:
             metrics.DELIVERIES.labels(name, _outcome(exc)).inc()
             self._outcomes.append(Outcome(claim, error=exc))

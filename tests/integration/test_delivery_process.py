@@ -80,6 +80,28 @@ def test_send_all_queues_recognised_inbox_documents_and_refuses_the_rest(tmp_pat
         gateway.stop()
 
 
+# The daemon kills itself right after the tenth file is handed over, before its outcome is
+# recorded: deliveries are in flight then however fast the machine is.
+CRASH_AFTER_TEN = {"GW_CRASH_AT": "delivery_handed_over:10"}
+
+
+def _crashing_gateway(tmp_path: Path, extra: str) -> Gateway:
+    port = free_port()
+    gateway = Gateway(tmp_path, base_config(port, extra, lease=2.0), port)
+    gateway.start(env=CRASH_AFTER_TEN)
+    return gateway
+
+
+def _send_until_the_crash(gateway: Gateway, files: list[tuple[str, bytes, str]]) -> None:
+    try:
+        gateway.send(mail("demo@gateway.localhost", *files))
+        gateway.wait_for(lambda: len(gateway.docs()) == len(files), timeout=30)
+        gateway.cli("doc", "send", "--all", "--dossier", "demo")
+        gateway.wait_for(lambda: not gateway.alive(), timeout=60)
+    finally:
+        gateway.kill()
+
+
 def _sending(db: Path) -> set[int]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT document_id FROM deliveries WHERE state = 'sending'")
@@ -108,20 +130,10 @@ host_key = "{sshd.host_key_line}"
 upload_path = "Kill_import/"
 """ + _dossier("sftp")
     drop = sshd.root / "Kill_import"
-    gateway = start_gateway(tmp_path, extra, lease=2.0)
+    gateway = _crashing_gateway(tmp_path, extra)
     files = [(f"k{i}.xml", invoice(f"KILL-{i}"), "application/xml") for i in range(count)]
     db = tmp_path / "var" / "gateway.db"
-
-    def in_flight() -> bool:
-        return drop.is_dir() and len(list(drop.glob("*.xml"))) >= 5 and bool(_sending(db))
-
-    try:
-        gateway.send(mail("demo@gateway.localhost", *files))
-        gateway.wait_for(lambda: len(gateway.docs()) == count, timeout=30)
-        gateway.cli("doc", "send", "--all", "--dossier", "demo")
-        gateway.wait_for(in_flight, timeout=30)
-    finally:
-        gateway.kill()
+    _send_until_the_crash(gateway, files)
 
     landed_before = len(list(drop.glob("*.xml")))
     cut_off = _sending(db)
@@ -168,6 +180,7 @@ concurrency = 8
     port = free_port()
     config = base_config(port, integration + _dossier("sftp"), lease=2.0)
     gateway = Gateway(tmp_path, config.replace("[delivery]\n", "[delivery]\nworkers = 8\n"), port)
+    gateway.start(env=CRASH_AFTER_TEN)
     files = [(f"b{i}.xml", invoice(f"BATCH-{i}"), "application/xml") for i in range(count)]
     db = tmp_path / "var" / "gateway.db"
 
@@ -175,18 +188,15 @@ concurrency = 8
         return len(list(drop.glob("*.xml"))) if drop.is_dir() else 0
 
     cut_off: set[int] = set()
-    gateway.start()
+    _send_until_the_crash(gateway, files)
     try:
-        gateway.send(mail("demo@gateway.localhost", *files))
-        gateway.wait_for(lambda: len(gateway.docs()) == count, timeout=30)
-        gateway.cli("doc", "send", "--all", "--dossier", "demo")
         for _ in range(3):
-            floor = landed() + 10
-            gateway.wait_for(lambda f=floor: landed() >= f and bool(_sending(db)), timeout=60)
-            gateway.kill()
             cut_off |= _sending(db)
             assert landed() < count, "everything was delivered before a kill: nothing was tested"
-            gateway.start()
+            assert _sending(db), "no delivery was in flight at the kill"
+            gateway.start(env=CRASH_AFTER_TEN)
+            gateway.wait_for(lambda: not gateway.alive(), timeout=60)
+        gateway.start()
         docs = gateway.wait_for(
             lambda: (d := gateway.docs()) and all(x["status"] == "sent" for x in d) and d,
             timeout=120,
@@ -214,16 +224,10 @@ concurrency = 8
 def _kill_mid_delivery(tmp_path: Path, integration: str, landed: Callable[[], int]) -> Gateway:
     """Queue COUNT documents, kill -9 the gateway with deliveries in flight, restart it and
     wait until every document is sent. Returns the (stopped) gateway."""
-    gateway = start_gateway(tmp_path, integration + _dossier("package"), lease=2.0)
+    gateway = _crashing_gateway(tmp_path, integration + _dossier("package"))
     files = [(f"k{i}.xml", invoice(f"KILL-{i}"), "application/xml") for i in range(KILL_COUNT)]
     db = tmp_path / "var" / "gateway.db"
-    try:
-        gateway.send(mail("demo@gateway.localhost", *files))
-        gateway.wait_for(lambda: len(gateway.docs()) == KILL_COUNT, timeout=30)
-        gateway.cli("doc", "send", "--all", "--dossier", "demo")
-        gateway.wait_for(lambda: landed() >= 5 and bool(_sending(db)), timeout=30)
-    finally:
-        gateway.kill()
+    _send_until_the_crash(gateway, files)
     assert landed() < KILL_COUNT, "everything was delivered before the kill: nothing was tested"
     assert _sending(db), "no delivery was in flight at the kill"
     gateway.start()
