@@ -19,6 +19,7 @@ from integration.servers import free_port, start_sshd, stop_process, wait_for_po
 
 __all__ = ["REPO", "Gateway", "free_port", "gateway_config", "start_sshd", "stop_process"]
 __all__ += ["median", "table", "wait_for_port"]
+__all__ += ["CORES", "PROCESS_COUNTS", "full_gateway"]
 
 INTAKE_ADDRESS = "bench@gateway.localhost"
 
@@ -80,3 +81,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+# The full gateway runs once with one SMTP process and once with one per core.
+CORES = os.cpu_count() or 1
+PROCESS_COUNTS = sorted({1, CORES})
+
+
+def full_gateway(workdir: Path, processes: int) -> tuple[Gateway, str]:
+    """The full gateway with `processes` SMTP processes, started in its own folder under
+    `workdir`, and the name the tables give it. The caller stops it."""
+    port = free_port()
+    home = workdir / f"gateway-{processes}"
+    home.mkdir()
+    config = gateway_config(port, DIRECTORY_DROP, smtp_processes=processes)
+    gateway = Gateway(home, config, port)
+    gateway.start()
+    return gateway, f"full gateway, {processes} SMTP process(es): door, rules stage, workers"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import subprocess
 import sys
 import time
@@ -22,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    DIRECTORY_DROP,
     INTAKE_ADDRESS,
+    PROCESS_COUNTS,
     REPO,
-    Gateway,
     free_port,
-    gateway_config,
+    full_gateway,
     median,
     stop_process,
     table,
@@ -40,8 +38,6 @@ SESSIONS = (10, 50)
 REFERENCE = "real Postfix, into its queue (fsync)"
 SETTLE_TIMEOUT = 300.0
 TRIAL_TIMEOUT = 900.0
-# The full gateway runs once with one SMTP process and once with one per core.
-CORES = os.cpu_count() or 1
 
 
 @dataclass
@@ -109,18 +105,12 @@ def receivers(workdir: Path) -> Iterator[list[Receiver]]:
             stack.callback(stop_process, proc)
             found.append(Receiver(name, port, functools.partial(wait_idle, proc.pid)))
 
-        for processes in sorted({1, CORES}):
-            gateway_port = free_port()
-            home = workdir / f"gateway-{processes}"
-            home.mkdir()
-            config = gateway_config(gateway_port, DIRECTORY_DROP, smtp_processes=processes)
-            gateway = Gateway(home, config, gateway_port)
-            gateway.start()
+        for processes in PROCESS_COUNTS:
+            gateway, name = full_gateway(workdir, processes)
             stack.callback(gateway.stop)
             assert gateway.proc is not None
-            name = f"full gateway, {processes} SMTP process(es): door, rules stage, workers"
             settle = functools.partial(wait_idle, gateway.proc.pid)
-            found.append(Receiver(name, gateway_port, settle))
+            found.append(Receiver(name, gateway.port, settle))
         yield found
 
 

@@ -15,15 +15,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from bench.common import (
-    DIRECTORY_DROP,
     INTAKE_ADDRESS,
-    Gateway,
+    PROCESS_COUNTS,
     free_port,
-    gateway_config,
+    full_gateway,
     stop_process,
     table,
 )
-from bench.intake import CORES, python_receiver, wait_idle
+from bench.intake import python_receiver, wait_idle
 
 MESSAGES = 10
 ATTACHMENT = 15 * 1024 * 1024  # base64 grows it by 4/3: about 20 MB on the wire
@@ -137,19 +136,13 @@ def run(workdir: Path) -> str:
         rows.append(["gateway SMTP door alone (streaming, durable)", before, peak, pss, failed])
     finally:
         stop_process(door)
-    for processes in sorted({1, CORES}):
-        port = free_port()
-        home = workdir / f"gateway-{processes}"
-        home.mkdir()
-        config = gateway_config(port, DIRECTORY_DROP, smtp_processes=processes)
-        gateway = Gateway(home, config, port)
-        gateway.start()
+    for processes in PROCESS_COUNTS:
+        gateway, name = full_gateway(workdir, processes)
         try:
             assert gateway.proc is not None
             time.sleep(LISTENERS_START)
             fresh = [_renamed(r, processes) for r in raws]
-            before, peak, pss, failed = measure(gateway.proc.pid, port, fresh)
-            name = f"full gateway, {processes} SMTP process(es): door, rules stage, workers"
+            before, peak, pss, failed = measure(gateway.proc.pid, gateway.port, fresh)
             rows.append([name, before, peak, pss, failed])
         finally:
             gateway.stop()
