@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=40, help="5 MB messages per trial")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="latency: how long to send")
+    parser.add_argument(
+        "--smtp-processes", type=int, default=1, help="latency: the gateway's smtp.processes"
+    )
     parser.add_argument("--files", type=int, default=1000, help="sftp: documents per mode")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
@@ -53,7 +56,7 @@ def run_part(part: str, workdir: Path, args: argparse.Namespace) -> str:
     if part == "latency":
         from bench import latency
 
-        return latency.run(workdir, args.rate, args.seconds)
+        return latency.run(workdir, args.rate, args.seconds, args.smtp_processes)
     if part == "memory":
         from bench import memory
 

@@ -99,7 +99,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run(workdir: Path, rate: float, seconds: float) -> str:
+def run(workdir: Path, rate: float, seconds: float, smtp_processes: int = 1) -> str:
     sshd = start_sshd(workdir / "sshd")
     try:
         integration = f"""
@@ -114,7 +114,7 @@ host_key = "{sshd.host_key_line}"
 """
         port = free_port()
         (workdir / "gateway").mkdir()
-        config = gateway_config(port, integration, workers=DeliverySettings().workers)
+        config = gateway_config(port, integration, DeliverySettings().workers, smtp_processes)
         gateway = Gateway(workdir / "gateway", config, port)
         gateway.start()
         try:
@@ -142,7 +142,10 @@ host_key = "{sshd.host_key_line}"
     ]
     for reason in failed[:3]:
         print(f"  not accepted: {reason}")
-    title = f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s"
+    title = (
+        f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s, "
+        f"{smtp_processes} SMTP process(es)"
+    )
     from bench import paced  # it imports `percentile` from here
 
     alone = paced.run(workdir / "paced", rate, seconds)
