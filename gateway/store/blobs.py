@@ -172,8 +172,8 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _sync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _sync_file(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -182,8 +182,4 @@ def _sync_file(path: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new name in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _sync_file(path, os.O_RDONLY | os.O_DIRECTORY)

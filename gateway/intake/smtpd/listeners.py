@@ -132,10 +132,11 @@ class ListenerPool:
             metrics.replay(record.decode(errors="replace"))
 
     def _forget(self, listener: Listener) -> None:
-        with contextlib.suppress(ValueError):
-            self.listeners.remove(listener)
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(listener.link.fileno())
+        """Drop an exited listener; both its watcher and `stop` may get here first."""
+        if listener not in self.listeners:
+            return
+        self.listeners.remove(listener)
+        asyncio.get_running_loop().remove_reader(listener.link.fileno())
         listener.link.close()
 
     async def stop(self, drain_timeout: float) -> None:
