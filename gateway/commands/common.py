@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session
 from gateway import config
 from gateway.store.db import Store, check_current, open_store
 
+# Exit status of a request the state refused (sysexits has none; 1 is the convention).
+EX_REFUSED = 1
+
 
 class Refused(Exception):
     """A request the state does not allow; the message is shown as is."""
@@ -48,3 +51,7 @@ def emit(
 ) -> None:
     for row in rows:
         print(to_json(row) if as_json else line(row))
+
+
+def pretty(row: dict[str, Any]) -> str:
+    return json.dumps(row, indent=2, ensure_ascii=False)
