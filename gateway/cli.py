@@ -2,7 +2,7 @@
 
 Exit statuses follow sysexits: 78 for a bad config (the message names file and key), 69 when
 the database is unreachable or behind its migrations, 1 when a request is refused (the message
-says why), 2 for usage errors. Each group of subcommands lives in `gateway.commands`.
+says why), 2 for usage errors.
 """
 
 from __future__ import annotations
