@@ -12,15 +12,13 @@ import asyncio
 import os
 import signal
 import socket
-import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 from sqlalchemy import func, select
 
-from gateway import config, office
+from gateway import children, config, office
 from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.intake.senders import authentication
@@ -34,9 +32,6 @@ from gateway.store.db import Store, check_current, open_store
 from gateway.store.models import Delivery
 
 log = structlog.get_logger(__name__)
-
-# Nice value of the daemon's worker threads while listener processes answer SMTP.
-BACKGROUND_NICE = 10
 
 
 def notify(state: str) -> None:
@@ -68,7 +63,7 @@ class Daemon:
         self.health = HealthServer(self.store, [self._listening])
         self.smtp: smtpd.SmtpDoor | None = None
         self.sockets: list[socket.socket] = []
-        self.listeners: listeners.ListenerPool | None = None
+        self.listeners: children.ChildPool | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -121,12 +116,10 @@ class Daemon:
         # What is left here only fills and empties queues; under CPU pressure a client waiting
         # for its 250 comes first. The loop thread keeps its priority, the threads that
         # recognise documents and write the database get a lower one.
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(thread_name_prefix="background", initializer=_lower_priority)
-        )
+        children.lower_background_priority()
         self.sockets = listeners.bind(smtp.host, smtp.port)
         fds = [sock.fileno() for sock in self.sockets]
-        self.listeners = listeners.ListenerPool(self.settings, fds, self.pipeline.wake.set)
+        self.listeners = listeners.pool(self.settings, fds, self.pipeline.wake.set)
         self._spawn(self.listeners.run(), "smtp-listeners")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -220,11 +213,6 @@ class Daemon:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval / 2)
-
-
-def _lower_priority() -> None:
-    """Linux keeps a nice value per thread: this lowers the calling thread's only."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 async def serve(settings: config.Settings) -> None:
