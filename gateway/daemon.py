@@ -94,9 +94,10 @@ class Daemon:
         if intake.dns_resolver:
             host, _, port = intake.dns_resolver.partition(":")
             authentication.use_resolver(host, int(port or 53))
-        await self._open_smtp()
+        # Health first: once the SMTP port answers, so do /livez and /readyz.
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
+        await self._open_smtp()
         if self.pipeline is not None:
             self._spawn(self.pipeline.run(), "pipeline")
         if self.rules is not None:
