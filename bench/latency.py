@@ -5,7 +5,9 @@ carrying one Peppol invoice (a unique number), so every message becomes a docume
 workers deliver over SFTP. The clock starts when the client has written the final `.CRLF` and
 stops at the delivered file's ctime, which the server's rename sets (kernel clock, a few ms
 coarse). Messages whose file has not landed within the wait are reported, not dropped.
-The gateway runs the daemon's default delivery settings (workers, SFTP concurrency).
+The gateway runs the daemon's default delivery settings (workers, SFTP concurrency); with
+`--smtp-processes` above 1 the rules stage runs in a process of its own too. CPU per message
+is each process's user+system time over the run, by role (daemon, listeners, rules stage).
 A second table (`bench/paced.py`) times the delivery workers alone at the same rate.
 """
 
@@ -16,11 +18,22 @@ import base64
 import time
 from pathlib import Path
 
-from bench.common import INTAKE_ADDRESS, REPO, Gateway, free_port, gateway_config, start_sshd, table
+from bench.common import (
+    INTAKE_ADDRESS,
+    REPO,
+    Gateway,
+    cpu_by_role,
+    free_port,
+    gateway_config,
+    start_sshd,
+    table,
+)
 from gateway.config import DeliverySettings
 
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
 LAND_TIMEOUT = 180.0
+# Time for child processes to start before the load begins.
+SETTLE = 3.0
 
 
 def _message(n: int) -> bytes:
@@ -117,7 +130,10 @@ host_key = "{sshd.host_key_line}"
         config = gateway_config(port, integration, DeliverySettings().workers, smtp_processes)
         gateway = Gateway(workdir / "gateway", config, port)
         gateway.start()
+        assert gateway.proc is not None
         try:
+            time.sleep(SETTLE)
+            cpu_before = cpu_by_role(gateway.proc.pid)
             ends, failed = asyncio.run(_load(port, rate, seconds))
             drop = sshd.root / "Invoice_import"
             deadline = time.monotonic() + LAND_TIMEOUT
@@ -125,6 +141,7 @@ host_key = "{sshd.host_key_line}"
             while len(landed) < len(ends) and time.monotonic() < deadline:
                 time.sleep(0.5)
                 landed = _landed(drop) if drop.exists() else {}
+            cpu = cpu_by_role(gateway.proc.pid)
         finally:
             gateway.stop()
     finally:
@@ -140,11 +157,15 @@ host_key = "{sshd.host_key_line}"
         ["max (ms)", f"{max(millis, default=float('nan')):.0f}"],
         ["target p99 (ms)", "< 250"],
     ]
+    for role, seconds_used in cpu.items():
+        per_message = (seconds_used - cpu_before.get(role, 0.0)) * 1000 / max(len(ends), 1)
+        rows.append([f"CPU ms/msg, {role}", f"{per_message:.1f}"])
     for reason in failed[:3]:
         print(f"  not accepted: {reason}")
+    rules = ", rules stage in its own process" if smtp_processes > 1 else ""
     title = (
         f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s, "
-        f"{smtp_processes} SMTP process(es)"
+        f"{smtp_processes} SMTP process(es){rules}"
     )
     from bench import paced  # it imports `percentile` from here
 

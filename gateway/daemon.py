@@ -1,9 +1,12 @@
 """`gateway run`: wire the doors, the rules stage and the workers into one event loop.
 
+The SMTP door (`smtp.processes` above 1) and the rules stage (`daemon.rules_process`) may run
+in child processes the daemon keeps (`gateway.children`); wake-ups pass through the daemon:
+a door accepted a message → the rules stage, documents queued → the delivery workers.
 Start-up refuses a database behind the migrations; READY=1 goes to systemd only once the
 listeners are bound and the database answered. SIGHUP reloads the config (a bad one is
-refused and the old one keeps running); SIGTERM closes the doors first, returns in-flight
-deliveries to the queue and exits 0.
+refused and the old one keeps running; a rules-stage child is sent `reload`); SIGTERM closes
+the doors first, stops the rules stage, returns in-flight deliveries to the queue and exits 0.
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ import asyncio
 import os
 import signal
 import socket
-import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 from sqlalchemy import func, select
 
-from gateway import config, office
+from gateway import children, config, office, rules_stage
 from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.intake.senders import authentication
@@ -34,9 +35,6 @@ from gateway.store.db import Store, check_current, open_store
 from gateway.store.models import Delivery
 
 log = structlog.get_logger(__name__)
-
-# Nice value of the daemon's worker threads while listener processes answer SMTP.
-BACKGROUND_NICE = 10
 
 
 def notify(state: str) -> None:
@@ -57,18 +55,22 @@ class Daemon:
             settings.database.url, settings.blob_dir, settings.database.busy_timeout
         )
         self.delivery = DeliveryRunner(self.store, settings.delivery)
-        self.pipeline = PipelineRunner(
-            self.store,
-            settings.delivery,
-            self.delivery.wake,
-            recognition_options(settings.recognition, settings.source),
-            settings.rules,
-            settings.mime,
-        )
-        self.health = HealthServer(self.store, [self._listening])
+        # The rules stage here, or in a child: either way `accepted` wakes it.
+        self.pipeline: PipelineRunner | None = None
+        self.rules: children.ChildPool | None = None
+        self.accepted: asyncio.Event
+        if settings.daemon.rules_process:
+            # Checked here, so that a bad schema folder stops the start-up (exit 78).
+            recognition_options(settings.recognition, settings.source)
+            self.rules = rules_stage.pool(settings, self.delivery.wake.set)
+            self.accepted = children.Forward(self._wake_rules)
+        else:
+            self.pipeline = rules_stage.runner(self.store, settings, self.delivery.wake)
+            self.accepted = self.pipeline.wake
+        self.health = HealthServer(self.store, [self._listening, self._rules_running])
         self.smtp: smtpd.SmtpDoor | None = None
         self.sockets: list[socket.socket] = []
-        self.listeners: listeners.ListenerPool | None = None
+        self.listeners: children.ChildPool | None = None
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -92,16 +94,20 @@ class Daemon:
         if intake.dns_resolver:
             host, _, port = intake.dns_resolver.partition(":")
             authentication.use_resolver(host, int(port or 53))
-        await self._open_smtp()
+        # Health first: once the SMTP port answers, so do /livez and /readyz.
         if self.settings.metrics.enabled:
             await self.health.start(self.settings.metrics.host, self.settings.metrics.port)
-        self._spawn(self.pipeline.run(), "pipeline")
+        await self._open_smtp()
+        if self.pipeline is not None:
+            self._spawn(self.pipeline.run(), "pipeline")
+        if self.rules is not None:
+            self._spawn(self.rules.run(), "rules-stage")
         self._spawn(self.delivery.run(), "delivery")
         for account in self.settings.imap:
-            poller = ImapPoller(account, self.store, intake, self.pipeline.wake)
+            poller = ImapPoller(account, self.store, intake, self.accepted)
             self._spawn(poller.run(), f"imap:{account.name}")
         if self.settings.folder.root:
-            folder = FolderDoor(self.settings.folder, self.store, intake, self.pipeline.wake)
+            folder = FolderDoor(self.settings.folder, self.store, intake, self.accepted)
             self._spawn(folder.run(), "folder")
         self._spawn(self._report_status(), "status")
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
@@ -114,20 +120,21 @@ class Daemon:
         """The SMTP door here, or bound here and answered by listener processes."""
         smtp = self.settings.smtp
         if smtp.processes == 1:
-            self.smtp = await smtpd.start(
-                smtp, self.store, self.pipeline.wake.set, self.settings.intake
-            )
+            self.smtp = await smtpd.start(smtp, self.store, self.accepted.set, self.settings.intake)
             return
         # What is left here only fills and empties queues; under CPU pressure a client waiting
         # for its 250 comes first. The loop thread keeps its priority, the threads that
         # recognise documents and write the database get a lower one.
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(thread_name_prefix="background", initializer=_lower_priority)
-        )
+        children.lower_background_priority()
         self.sockets = listeners.bind(smtp.host, smtp.port)
         fds = [sock.fileno() for sock in self.sockets]
-        self.listeners = listeners.ListenerPool(self.settings, fds, self.pipeline.wake.set)
+        self.listeners = listeners.pool(self.settings, fds, self.accepted.set)
         self._spawn(self.listeners.run(), "smtp-listeners")
+
+    def _wake_rules(self) -> None:
+        """A door accepted a message: the rules-stage child starts on it at once."""
+        assert self.rules is not None
+        self.rules.send(children.WAKE)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self.tasks.append(asyncio.create_task(work, name=name))
@@ -157,6 +164,8 @@ class Daemon:
         await asyncio.gather(*closing)
         for sock in self.sockets:
             sock.close()
+        if self.rules is not None:
+            await self.rules.stop(drain)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -176,6 +185,8 @@ class Daemon:
     async def _apply(self, new: config.Settings) -> None:
         try:
             await asyncio.to_thread(self._provision, new)
+            if self.pipeline is not None:
+                rules_stage.configure(self.pipeline, new)
         except (office.SetupError, config.ConfigError) as exc:
             log.error("reload_refused", error=str(exc))
             return
@@ -184,13 +195,14 @@ class Daemon:
             for name in ("smtp", "intake", "imap", "folder", "metrics", "database")
             if getattr(new, name) != getattr(self.settings, name)
         ]
+        if new.daemon.rules_process != self.settings.daemon.rules_process:
+            restart_needed.append("daemon.rules_process")
         if restart_needed:
             log.warning("reload_needs_restart", changed=restart_needed)
         self.settings = new
         self.delivery.settings = new.delivery
-        self.pipeline.delivery = new.delivery
-        self.pipeline.recognition = recognition_options(new.recognition, new.source)
-        self.pipeline.rules = tuple(new.rules)
+        if self.rules is not None:
+            self.rules.send(children.RELOAD)
         configure_logging(new.gateway.log_level, new.gateway.log_format)
         log.info("reloaded", source=new.source)
 
@@ -202,6 +214,11 @@ class Daemon:
         if self.smtp is None or not self.smtp.is_serving():
             return "smtp: not listening"
         return None
+
+    def _rules_running(self) -> str | None:
+        if self.rules is None or self.rules.serving() or self.stopping.is_set():
+            return None
+        return "rules stage: restarting"
 
     async def _report_status(self) -> None:
         while True:
@@ -220,11 +237,6 @@ class Daemon:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval / 2)
-
-
-def _lower_priority() -> None:
-    """Linux keeps a nice value per thread: this lowers the calling thread's only."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 async def serve(settings: config.Settings) -> None:

@@ -178,6 +178,9 @@ class DaemonSettings:
     drain_timeout: float = field(default=30.0, metadata=_positive())
     # Seconds between STATUS= updates to systemd.
     status_interval: float = field(default=10.0, metadata=_positive())
+    # The rules stage in a process of its own (a core for recognition beside the doors and
+    # the workers); false: in the daemon's process, which takes the least memory.
+    rules_process: bool = False
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def test_a_killed_listener_is_restarted(gateway: Gateway) -> None:
     for pid in first:
         _kill(pid)
     gateway.wait_for(lambda: len(set(running_listeners(gateway)) - set(first)) == 2, timeout=30)
-    assert len(events(gateway, "smtp_listener_exited")) == 2
+    assert len([e for e in events(gateway, "child_exited") if e["child"] == "smtp-listener"]) == 2
     gateway.send(invoice_mail(7))
     gateway.wait_for(lambda: sent(gateway) == 1, timeout=20)
 
