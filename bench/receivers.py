@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.intake.smtp_data import StreamingSMTP
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 
 

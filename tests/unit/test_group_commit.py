@@ -24,7 +24,7 @@ from gateway.intake.accept import (
     adopt_spooled,
     commit_arrivals,
 )
-from gateway.intake.group_commit import GroupCommitter
+from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.spool import Spooled, SpoolFile, sweep
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Event, Message

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd.lean import SCANNED_PREFIXES, LeanSMTP
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 
 PLAIN = [
     "<a@b.c>",

@@ -1,5 +1,5 @@
 """Checks on an SMTP transaction's raw bytes and the replies they give, kept apart from aiosmtpd
-so that the streaming DATA reader (`gateway.intake.smtp_data`) refuses with the same words."""
+so that the streaming DATA reader (`gateway.intake.smtpd.smtp_data`) refuses with the same words."""
 
 from __future__ import annotations
 

@@ -35,12 +35,12 @@ from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import mime, routing, spool
 from gateway.intake.accept import Accepted, Arrival, Route, adopt_spooled, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
-from gateway.intake.group_commit import GroupCommitter
 from gateway.intake.senders import allowlist, authentication
-from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks, login
 from gateway.intake.smtpd.checks import NO_ROOM, TEMPFAIL
+from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.smtpd.lean import ScannedNames
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 from gateway.store.db import Store
 

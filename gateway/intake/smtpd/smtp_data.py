@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from gateway.intake.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd import checks
+from gateway.intake.smtpd.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd.lean import LeanSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 
