@@ -26,6 +26,7 @@ from gateway.intake.accept import (
 )
 from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.spool import Spooled, SpoolFile, sweep
+from gateway.store import blobs
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Event, Message
 
@@ -100,6 +101,35 @@ def test_both_ways_in_build_the_same_row(store: Store) -> None:
         assert (two.routes, two.raw_sha256) == ([{"dossier": "beta", "hint": ""}], one.raw_sha256)
         kinds = session.scalars(select(Event.kind)).all()
     assert kinds == ["message_accepted", "message_accepted"]
+
+
+def test_a_batch_syncs_each_blob_directory_once_before_its_rows_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[Path, int]] = []
+
+    def record(directory: Path) -> None:
+        synced.append((directory, count(store, Message)))
+
+    monkeypatch.setattr(blobs, "fsync_dir", record)
+    monkeypatch.setattr(accept, "fsync_dir", record)
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(6)]
+    assert synced == [], "adopting renames; the batch syncs"
+    commit_arrivals(store, [*arrivals, arrivals[0]])
+    directories = [store.blobs.path(a.fields["raw_sha256"]).parent for a in arrivals]
+    assert sorted(d for d, _ in synced) == sorted(set(directories))
+    assert all(rows == 0 for _, rows in synced), "synced after a row was committed"
+    assert count(store, Message) == 6
+
+
+def test_adopting_a_blob_already_there_keeps_its_bytes_and_drops_the_spool_file(
+    store: Store,
+) -> None:
+    first = accept_spooled(store, spool(store, raw(7)), ENVELOPE)
+    second = spool(store, raw(7))
+    assert accept_spooled(store, second, ENVELOPE) == Accepted(first.message_id, True)
+    assert not second.path.exists()
+    assert store.blobs.get(second.sha256) == raw(7)
 
 
 def test_a_batch_commits_once_and_answers_each_arrival(store: Store) -> None:
