@@ -25,6 +25,14 @@ LOOP = f"554 5.4.6 Too many hops (more than {MAX_HOPS} Received headers): mail l
 
 
 def is_looping(raw: bytes) -> bool:
+    """More than MAX_HOPS Received headers in the header block `raw`.
+
+    Each of them spells "received" somewhere, so a block that does not hold the word more
+    than MAX_HOPS times cannot loop: decided by one search in C, without parsing, for
+    nearly every message.
+    """
+    if raw.lower().count(b"received") <= MAX_HOPS:
+        return False
     return len(mime.header_values(raw, "Received")) > MAX_HOPS
 
 
