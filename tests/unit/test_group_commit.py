@@ -250,3 +250,31 @@ def test_a_busy_database_is_retried_before_anyone_is_told_451(store: Store) -> N
     assert calls == [1, 1, 1] and not ok.duplicate
     assert isinstance(failed, OperationalError)
     assert count(store, Message) == 1
+
+
+def test_arrivals_handed_in_from_other_threads_are_committed_before_close_stops(
+    store: Store,
+) -> None:
+    async def main() -> list[Accepted]:
+        committer = GroupCommitter(lambda batch: commit_arrivals(store, batch))
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(4)]
+
+        def hand_in(n: int) -> None:
+            committer.put(adopt_spooled(store, spool(store, raw(n)), ENVELOPE), futures[n])
+
+        threads = [threading.Thread(target=hand_in, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        committer.close()
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert committer._thread is not None
+        committer._thread.join(5)
+        assert not committer._thread.is_alive()
+        return results
+
+    results = asyncio.run(main())
+    assert [r.duplicate for r in results] == [False] * 4
+    assert count(store, Message) == 4

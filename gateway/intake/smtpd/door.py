@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import metrics
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import mime, routing, spool
-from gateway.intake.accept import Accepted, Arrival, Route, adopt_spooled, commit_arrivals
+from gateway.intake.accept import Accepted, Route, adopt_spooled, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.senders import allowlist, authentication
 from gateway.intake.smtpd import checks, login
@@ -313,21 +313,33 @@ class Handler(ScannedNames):
             list(envelope.rcpt_tos),
             routes=[t.route for t in envelope.targets],
         )
-        store = functools.partial(self._store, spool, intake, head, auth)
-        arrival = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, store)
-        return "", await self.committer.commit(arrival)
+        accepted: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        DURABLE_IO.submit(self._store, spool, intake, head, auth, accepted)
+        return "", await accepted
 
     def _store(
-        self, spool: SpoolFile, intake: IntakeEnvelope, head: bytes, auth: dict[str, Any]
-    ) -> Arrival:
-        """fsync, rename into the blob store, fsync its directory, build the row: blocking,
-        in one durable-I/O thread, so a message costs one hop however many steps it takes."""
-        spooled = spool.finish()
+        self,
+        spool: SpoolFile,
+        intake: IntakeEnvelope,
+        head: bytes,
+        auth: dict[str, Any],
+        accepted: asyncio.Future[Accepted],
+    ) -> None:
+        """fsync, rename into the blob store, build the row, and hand it straight to the
+        group commit, which settles `accepted`: blocking, in one durable-I/O thread, and the
+        event loop is woken only once the row is committed (or this failed)."""
         try:
-            return adopt_spooled(self.store, spooled, intake, raw_head=head, auth=auth)
-        except BaseException:
-            spooled.path.unlink(missing_ok=True)
-            raise
+            spooled = spool.finish()
+            try:
+                arrival = adopt_spooled(self.store, spooled, intake, raw_head=head, auth=auth)
+            except BaseException:
+                spooled.path.unlink(missing_ok=True)
+                raise
+        except Exception as exc:
+            accepted.get_loop().call_soon_threadsafe(_fail, accepted, exc)
+            return
+        if not accepted.cancelled():  # a session gone meanwhile was never answered 250
+            self.committer.put(arrival, accepted)
 
     async def _check_senders(
         self, session: Session, envelope: GatewayEnvelope, head: bytes, spool: SpoolFile
@@ -405,6 +417,11 @@ def _first_refused(
     return None
 
 
+def _fail(future: asyncio.Future[Accepted], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 def _allows(target: Target, sender: str) -> bool:
     return allowlist.check_envelope(target.route.dossier, target.patterns, sender).allowed
 
@@ -429,6 +446,7 @@ class SmtpDoor:
 
     servers: list[asyncio.Server]
     gate: SessionGate
+    committer: GroupCommitter
 
     def is_serving(self) -> bool:
         return all(s.is_serving() for s in self.servers) and not self.gate.draining
@@ -443,6 +461,7 @@ class SmtpDoor:
         for server in self.servers:
             server.close()
         await asyncio.gather(*(server.wait_closed() for server in self.servers))
+        self.committer.close()
 
 
 async def start(
@@ -492,4 +511,4 @@ async def start(
         servers = [
             await loop.create_server(protocol, settings.host, settings.port, backlog=BACKLOG)
         ]
-    return SmtpDoor(servers, gate)
+    return SmtpDoor(servers, gate, handler.committer)
