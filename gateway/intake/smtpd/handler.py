@@ -39,7 +39,7 @@ from gateway.intake.smtpd.session import (
     Target,
     peer,
 )
-from gateway.intake.spool import DURABLE_IO, SpoolFile
+from gateway.intake.spool import DURABLE_IO, SpoolFile, report
 from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
@@ -190,7 +190,7 @@ class Handler(ScannedNames):
             routes=[t.route for t in envelope.targets],
         )
         accepted: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        DURABLE_IO.submit(self._store, spool, intake, head, auth, accepted)
+        DURABLE_IO.submit(functools.partial(self._store, spool, intake, head, auth, accepted))
         return "", await accepted
 
     def _store(
@@ -212,7 +212,7 @@ class Handler(ScannedNames):
                 spooled.path.unlink(missing_ok=True)
                 raise
         except Exception as exc:
-            accepted.get_loop().call_soon_threadsafe(_fail, accepted, exc)
+            report(accepted.get_loop(), _fail, accepted, exc)
             return
         if not accepted.cancelled():  # a session gone meanwhile was never answered 250
             self.committer.put(arrival, accepted)
@@ -256,7 +256,7 @@ class Handler(ScannedNames):
         self, session: Session, envelope: GatewayEnvelope, spool: SpoolFile
     ) -> authentication.Evidence:
         """SPF and DKIM results; DKIM hashes the whole message, so this reads the file."""
-        raw = await asyncio.get_running_loop().run_in_executor(DURABLE_IO, spool.read_back)
+        raw = await DURABLE_IO.run(spool.read_back)
         peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
         return await asyncio.to_thread(
             self.authenticate, raw, envelope.mail_from or "", peer_ip, session.host_name or ""
