@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.intake.smtp_data import StreamingSMTP
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 
 
@@ -26,7 +26,7 @@ class Discard:
     async def handle_SPOOLED(
         self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
-        await asyncio.get_running_loop().run_in_executor(DURABLE_IO, _finish_and_drop, spool)
+        await DURABLE_IO.run(_finish_and_drop, spool)
         return "250 2.0.0 Ok: discarded"
 
 

@@ -14,23 +14,118 @@ header block (`head`) is kept as it goes by, so the checks need not read the fil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
-import tempfile
+import queue
+import secrets
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-# fsync is waiting, not computing: many at once let the file system fold them into one journal
-# commit, which is how fifty sessions cost little more than one. In asyncio's default executor
-# (a handful of threads) they would queue behind each other and behind database look-ups.
-DURABLE_IO = ThreadPoolExecutor(max_workers=64, thread_name_prefix="durable-io")
+import structlog
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class DurableIO:
+    """Threads for blocking file work (fsync above all), started as they are needed.
+
+    fsync is waiting, not computing: many at once let the file system fold them into one
+    journal commit, which is how fifty sessions cost little more than one. In asyncio's default
+    executor (a handful of threads) they would queue behind each other and behind database
+    look-ups. Lighter than a `ThreadPoolExecutor`, which a message pays for at every hop: a job
+    is one queue put, its result one call into the event loop, with no future or semaphore
+    between threads.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self.max_threads = max_threads
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        # Threads waiting for a job that no submitted job has claimed yet.
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` in one of the threads; it reports its own outcome (an error is logged).
+
+        Each job claims an idle thread or starts one (up to `max_threads`), so jobs never queue
+        behind each other while the pool may still grow: their fsyncs must run side by side.
+        """
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                spawn = False
+            else:
+                spawn = self._threads < self.max_threads
+                self._threads += spawn
+                number = self._threads
+        self._jobs.put(job)
+        if spawn:
+            name = f"{self.name}-{number}"
+            threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in one of the threads, its result or error back on the event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = work(*args)
+            except BaseException as exc:
+                report(loop, _set_exception, future, exc)
+            else:
+                report(loop, _set_result, future, result)
+
+        self.submit(job)
+        return await future
+
+    def _work(self) -> None:
+        """Take jobs for ever: the first is the one that started this thread, every next one
+        was claimed from the idle count this thread adds to after each job."""
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                log.exception("durable_io_job_failed")
+            with self._lock:
+                self._idle += 1
+
+
+def report(loop: asyncio.AbstractEventLoop, settle: Callable[..., None], *args: Any) -> None:
+    """Hand an outcome to the event loop; a loop closed meanwhile has nobody left to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle, *args)
+
+
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+DURABLE_IO = DurableIO(max_threads=64, name="durable-io")
 FLUSH_SIZE = 256 * 1024
 # A header block longer than this is read no further: the rest is body for our purposes.
 HEAD_LIMIT = 256 * 1024
 END_OF_HEAD = b"\r\n\r\n"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_TOKEN = secrets.token_hex(4)
+_SERIAL = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -143,12 +238,16 @@ class SpoolFile:
 
 
 def _create(directory: Path) -> tuple[int, Path]:
-    try:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="in-")
-    except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix="in-")
-    return fd, Path(name)
+    """A new file of our own in `directory`: named by the process, a token drawn once and a
+    counter, so no random name is drawn per file as `mkstemp` does; `O_EXCL` proves it new."""
+    while True:
+        path = directory / f"in-{os.getpid()}-{_TOKEN}-{next(_SERIAL)}"
+        try:
+            return os.open(path, _CREATE, 0o600), path
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
 
 
 def sweep(directory: Path, older_than: float) -> int:

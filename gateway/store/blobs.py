@@ -104,20 +104,24 @@ class BlobStore:
         """Where messages are written while they arrive: same file system, so `adopt` renames."""
         return self.root / ".spool"
 
-    def adopt(self, source: Path, digest: str) -> None:
-        """Make the fsync'd file `source`, whose sha256 is `digest`, the blob `digest`.
+    def adopt(self, source: Path, digest: str, *, sync: bool = True) -> Path:
+        """Make the fsync'd file `source`, whose sha256 is `digest`, the blob `digest`; return
+        the blob's directory.
 
-        The caller vouches for the digest (it hashed the bytes while writing them). If the blob
-        exists already, `source` is simply removed. Blocking (rename, directory fsync): many
-        callers in parallel threads let the file system share one journal commit among them.
+        The caller vouches for the digest (it hashed the bytes while writing them), so a blob
+        already there is simply replaced by the same bytes: one rename, no look first. Blocking
+        (rename, directory fsync). With `sync=False` the caller syncs the returned directory
+        before anything names the blob, once for however many files it adopted there.
         """
         final = self.path(digest)
-        if final.exists():
-            source.unlink(missing_ok=True)
-            return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, final)
-        fsync_dir(final.parent)
+        try:
+            os.replace(source, final)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, final)
+        if sync:
+            fsync_dir(final.parent)
+        return final.parent
 
     def stage(self) -> BlobWriter:
         """A new blob to write; it is only a temporary file until `publish`."""

@@ -10,7 +10,7 @@ from integration.servers import Postgres
 from sqlalchemy import func, select
 
 from gateway.intake.accept import Envelope, accept_message, adopt_spooled, commit_arrivals
-from gateway.intake.group_commit import GroupCommitter
+from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.spool import SpoolFile
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Message

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from gateway.intake.data_decoder import DataDecoder, DataError
+from gateway.intake.smtpd.data_decoder import DataDecoder, DataError
 
 PIPELINED = b"MAIL FROM:<next@example.com>\r\nRCPT TO:<a@b>\r\n"
 

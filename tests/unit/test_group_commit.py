@@ -24,8 +24,9 @@ from gateway.intake.accept import (
     adopt_spooled,
     commit_arrivals,
 )
-from gateway.intake.group_commit import GroupCommitter
+from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.spool import Spooled, SpoolFile, sweep
+from gateway.store import blobs
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Event, Message
 
@@ -100,6 +101,35 @@ def test_both_ways_in_build_the_same_row(store: Store) -> None:
         assert (two.routes, two.raw_sha256) == ([{"dossier": "beta", "hint": ""}], one.raw_sha256)
         kinds = session.scalars(select(Event.kind)).all()
     assert kinds == ["message_accepted", "message_accepted"]
+
+
+def test_a_batch_syncs_each_blob_directory_once_before_its_rows_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[Path, int]] = []
+
+    def record(directory: Path) -> None:
+        synced.append((directory, count(store, Message)))
+
+    monkeypatch.setattr(blobs, "fsync_dir", record)
+    monkeypatch.setattr(accept, "fsync_dir", record)
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(6)]
+    assert synced == [], "adopting renames; the batch syncs"
+    commit_arrivals(store, [*arrivals, arrivals[0]])
+    directories = [store.blobs.path(a.fields["raw_sha256"]).parent for a in arrivals]
+    assert sorted(d for d, _ in synced) == sorted(set(directories))
+    assert all(rows == 0 for _, rows in synced), "synced after a row was committed"
+    assert count(store, Message) == 6
+
+
+def test_adopting_a_blob_already_there_keeps_its_bytes_and_drops_the_spool_file(
+    store: Store,
+) -> None:
+    first = accept_spooled(store, spool(store, raw(7)), ENVELOPE)
+    second = spool(store, raw(7))
+    assert accept_spooled(store, second, ENVELOPE) == Accepted(first.message_id, True)
+    assert not second.path.exists()
+    assert store.blobs.get(second.sha256) == raw(7)
 
 
 def test_a_batch_commits_once_and_answers_each_arrival(store: Store) -> None:
@@ -220,3 +250,31 @@ def test_a_busy_database_is_retried_before_anyone_is_told_451(store: Store) -> N
     assert calls == [1, 1, 1] and not ok.duplicate
     assert isinstance(failed, OperationalError)
     assert count(store, Message) == 1
+
+
+def test_arrivals_handed_in_from_other_threads_are_committed_before_close_stops(
+    store: Store,
+) -> None:
+    async def main() -> list[Accepted]:
+        committer = GroupCommitter(lambda batch: commit_arrivals(store, batch))
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(4)]
+
+        def hand_in(n: int) -> None:
+            committer.put(adopt_spooled(store, spool(store, raw(n)), ENVELOPE), futures[n])
+
+        threads = [threading.Thread(target=hand_in, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        committer.close()
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert committer._thread is not None
+        committer._thread.join(5)
+        assert not committer._thread.is_alive()
+        return results
+
+    results = asyncio.run(main())
+    assert [r.duplicate for r in results] == [False] * 4
+    assert count(store, Message) == 4

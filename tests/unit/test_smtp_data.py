@@ -18,8 +18,8 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.accept import read_head
-from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd import checks
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 from gateway.intake.spool import FLUSH_SIZE, SpoolFile
 
 TIMEOUT = 20.0

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from gateway.intake.smtp_data import StreamingSMTP
 from gateway.intake.smtpd.lean import SCANNED_PREFIXES, LeanSMTP
+from gateway.intake.smtpd.smtp_data import StreamingSMTP
 
 PLAIN = [
     "<a@b.c>",
@@ -116,3 +116,47 @@ def test_the_scan_finds_every_verb_mechanism_and_hook(
     assert set(protocol._auth_methods) == {"LOGIN", "PLAIN"}
     assert set(protocol._handle_hooks) == {"RCPT"}
     assert protocol._smtp_methods["DATA"] == protocol.smtp_DATA
+
+
+class Clock:
+    """A loop clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_activity_moves_the_idle_deadline_and_the_timer_closes_only_past_it(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    lean = LeanSMTP(Hooks(), loop=loop, timeout=300)
+    closed: list[float] = []
+    monkeypatch.setattr(lean, "_timeout_cb", lambda: closed.append(clock.now))
+    lean._reset_timeout()
+    timer = lean._timeout_handle
+    assert timer is not None and timer.when() == 1300.0
+    clock.now = 1100.0
+    lean._reset_timeout()  # a command: the deadline moves, the timer stays
+    assert lean._timeout_handle is timer and lean._deadline == 1400.0
+    clock.now = 1300.0
+    lean._idle_timer()  # fires early: sleeps again until the deadline
+    assert closed == [] and lean._timeout_handle is not timer
+    assert lean._timeout_handle is not None and lean._timeout_handle.when() == 1400.0
+    clock.now = 1400.0
+    lean._idle_timer()
+    assert closed == [1400.0]
+
+
+def test_a_shorter_idle_limit_brings_the_timer_forward(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    lean = LeanSMTP(Hooks(), loop=loop, timeout=300)
+    lean._reset_timeout()
+    lean._reset_timeout(5)
+    assert lean._timeout_handle is not None and lean._timeout_handle.when() == 1005.0

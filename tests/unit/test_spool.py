@@ -3,13 +3,15 @@ back from the finished file, however the message is cut into writes."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
 from gateway.intake.accept import read_head
-from gateway.intake.spool import FLUSH_SIZE, HEAD_LIMIT, SpoolFile
+from gateway.intake.spool import FLUSH_SIZE, HEAD_LIMIT, DurableIO, SpoolFile
 
 MESSAGES = [
     b"Subject: a\r\nFrom: b@c\r\n\r\nbody\r\n",
@@ -62,3 +64,24 @@ def test_a_small_message_touches_the_disk_only_when_finished(tmp_path: Path) -> 
     assert big.on_disk
     big.discard()
     assert not big.on_disk and list(tmp_path.iterdir()) == []
+
+
+def test_durable_io_returns_results_and_errors_and_runs_jobs_side_by_side() -> None:
+    pool = DurableIO(max_threads=4, name="test-io")
+    gate = threading.Barrier(4, timeout=10)
+
+    def meet(n: int) -> int:
+        gate.wait()  # passes only when four jobs run at once
+        return n * 2
+
+    def broken() -> None:
+        raise OSError("disk on fire")
+
+    async def main() -> tuple[list[int], BaseException | None]:
+        doubled = await asyncio.gather(*(pool.run(meet, n) for n in range(4)))
+        failure = await asyncio.gather(pool.run(broken), return_exceptions=True)
+        return list(doubled), failure[0]
+
+    doubled, failure = asyncio.run(main())
+    assert doubled == [0, 2, 4, 6]
+    assert isinstance(failure, OSError)

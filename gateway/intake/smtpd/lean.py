@@ -7,6 +7,11 @@ protocol object and of its handler (`inspect.getmembers`, a `getattr` of every n
 
 It looks the event loop up under `warnings.catch_warnings()` unless it is given one.
 
+It restarts its idle timer on every command (and the streaming DATA reader on every chunk) by
+cancelling one timer and scheduling another. Here the activity only moves a deadline; the one
+timer, when it fires early, sleeps again until the deadline, so the idle time limit holds as
+before at the cost of a clock reading per command.
+
 Its address parser (`_getaddr`) runs MAIL and RCPT arguments through the e-mail header parser
 (~0.1 ms each). A plain `<local@domain>` (dot-atoms of ASCII atext) is split here instead;
 anything else (SMTPUTF8, quoted local parts, source routes, comments, encoded words, the null
@@ -60,6 +65,22 @@ class LeanSMTP(ScannedNames, SMTP):
             with contextlib.suppress(RuntimeError):
                 kwargs["loop"] = asyncio.get_running_loop()
         super().__init__(handler, *args, **kwargs)
+
+    _deadline = 0.0
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._idle_timer)
+        else:
+            self._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = _PLAIN.match(arg) if "=?" not in arg else None

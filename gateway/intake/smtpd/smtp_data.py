@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from gateway.intake.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd import checks
+from gateway.intake.smtpd.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 from gateway.intake.smtpd.lean import LeanSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 
@@ -131,7 +131,7 @@ async def _durably(work: Callable[[], T]) -> T | OSError:
     """Run blocking spool I/O in a durable-I/O thread. An error is returned, not raised: the
     rest of the DATA must still be read, or it would be taken for commands."""
     try:
-        return await asyncio.get_running_loop().run_in_executor(DURABLE_IO, work)
+        return await DURABLE_IO.run(work)
     except OSError as exc:
         return exc
 

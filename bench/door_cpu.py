@@ -1,0 +1,87 @@
+"""CPU per message of the bare SMTP receivers, the figure that decides the door's throughput.
+
+`python -m bench.door_cpu [--messages N] [--rounds R]` loads each receiver of
+`bench.receivers` (aiosmtpd's stock DATA loop, the streaming reader with its spool fsync, the
+SMTP door alone, durable) with `smtp-source`, 10 sessions, at 600 B, 60 KB and 5 MB, and reads
+the receiver's user and system time from /proc before and after (after a warm-up). Throughput
+moves with whatever else runs on the machine; CPU per message much less, and it is what one
+core's worth of messages per second comes from. Rounds interleave the receivers; the table
+gives the median of each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.common import free_port, median, stop_process, table
+from bench.intake import python_receiver, trial, wait_idle
+
+RECEIVERS = ("aiosmtpd", "streaming", "door")
+SIZES = {"600 B": 600, "60 KB": 60 * 1024, "5 MB": 5 * 1024 * 1024}
+SESSIONS = 10
+WARM_UP = 50
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system time of process `pid`, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / HZ, int(fields[12]) / HZ
+
+
+def measure(kind: str, size: int, messages: int, workdir: Path) -> tuple[float, float]:
+    """(user, system) milliseconds of CPU per message of a fresh `kind` receiver."""
+    port = free_port()
+    proc = python_receiver(kind, port, workdir)
+    try:
+        trial(port, size, SESSIONS, WARM_UP)
+        wait_idle(proc.pid)
+        user, system = cpu_seconds(proc.pid)
+        if trial(port, size, SESSIONS, messages) is None:
+            raise RuntimeError(f"{kind} refused messages at {size} bytes")
+        wait_idle(proc.pid)
+        user_after, system_after = cpu_seconds(proc.pid)
+    finally:
+        stop_process(proc)
+    return 1000 * (user_after - user) / messages, 1000 * (system_after - system) / messages
+
+
+def run(messages: int, rounds: int) -> str:
+    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for label, size in SIZES.items():
+        count = max(40, messages * 60 * 1024 // max(size, 60 * 1024))
+        for _ in range(rounds):
+            for kind in RECEIVERS:
+                with _workdir() as workdir:
+                    figures.setdefault((kind, label), []).append(
+                        measure(kind, size, count, workdir)
+                    )
+    rows = []
+    for (kind, label), runs in figures.items():
+        user = median([u for u, _ in runs])
+        system = median([s for _, s in runs])
+        rows.append([kind, label, f"{user:.2f}", f"{system:.2f}", f"{user + system:.2f}"])
+    return table(["receiver", "size", "user ms/msg", "sys ms/msg", "total ms/msg"], rows)
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="door-cpu-") as name:
+        yield Path(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1500, help="per trial at 600 B/60 KB")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(run(args.messages, args.rounds))
+
+
+if __name__ == "__main__":
+    main()

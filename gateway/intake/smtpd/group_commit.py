@@ -1,0 +1,131 @@
+"""Group commit: concurrent SMTP sessions share one database transaction, each still durable.
+
+A session's arrival is handed in (`put`, from any thread: usually the one that just made the
+message durable, so the event loop is not woken in between) together with the future its
+session awaits. One thread takes whatever is waiting, commits it in one transaction and wakes
+the event loop once for the whole batch. There is no timer: under light load a batch is one
+message and commits at once, under heavy load batches grow by themselves to what arrived during
+one commit (bounded by `max_batch`). Each session is answered only after the transaction
+holding its row has committed, so `250` still means "on disk" (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.exc import OperationalError
+
+from gateway.intake.accept import Accepted, Arrival
+
+log = structlog.get_logger(__name__)
+
+Commit = Callable[[list[Arrival]], list[Accepted]]
+
+# An arrival and the future its session awaits; None (from `close`) stops the thread.
+_Waiting = tuple[Arrival, "asyncio.Future[Accepted]"]
+
+
+class GroupCommitter:
+    def __init__(self, commit: Commit, max_batch: int = 256, attempts: int = 3) -> None:
+        self._commit = commit
+        self.max_batch = max_batch
+        self.attempts = attempts
+        self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        # Its own thread: in a shared executor a commit would queue behind the very work of
+        # the sessions it keeps waiting.
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    async def commit(self, arrival: Arrival) -> Accepted:
+        """Return once `arrival`'s row is committed (with others', possibly)."""
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self.put(arrival, future)
+        return await future
+
+    def put(self, arrival: Arrival, future: asyncio.Future[Accepted]) -> None:
+        """Commit `arrival` with the next batch and settle `future` (on its own event loop)
+        with the result; safe to call from any thread."""
+        if self._thread is None:
+            self._start()
+        self._waiting.put((arrival, future))
+
+    def close(self) -> None:
+        """Let the thread finish what is waiting, then stop."""
+        if self._thread is not None:
+            self._waiting.put(None)
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._waiting.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch and not self._waiting.empty():
+                item = self._waiting.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            results: list[Accepted] | Exception = self._commit_with_retries(
+                [arrival for arrival, _ in batch]
+            )
+        except Exception as exc:
+            log.exception("group_commit_failed", batch=len(batch))
+            results = exc
+        else:
+            log.debug("group_committed", batch=len(batch))
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[_Settled]] = defaultdict(list)
+        for n, (_, future) in enumerate(batch):
+            outcome = results if isinstance(results, Exception) else results[n]
+            by_loop[future.get_loop()].append((future, outcome))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:
+                log.warning("group_commit_loop_closed", batch=len(settled))
+
+    def _commit_with_retries(self, arrivals: list[Arrival]) -> list[Accepted]:
+        """A busy database (another writer past the busy timeout) is worth another try: every
+        session of the batch is waiting anyway, and a failure answers all of them `451`."""
+        attempt = 1
+        while True:
+            try:
+                return self._commit(arrivals)
+            except OperationalError:
+                if attempt >= self.attempts:
+                    raise
+                log.warning("group_commit_retry", batch=len(arrivals), attempt=attempt)
+                attempt += 1
+
+
+_Settled = tuple["asyncio.Future[Accepted]", "Accepted | Exception"]
+
+
+def _settle(settled: list[_Settled]) -> None:
+    """On the event loop: answer every session of a batch; a session gone meanwhile (its
+    future cancelled) is skipped."""
+    for future, outcome in settled:
+        if future.done():
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
