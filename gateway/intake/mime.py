@@ -283,7 +283,7 @@ def _body(leaf: Leaf) -> Body:
     return leaf.sink
 
 
-def _open_body(head: EmailMessage, target: _Target[P]) -> Body:
+def _open_body(head: Message, target: _Target[P]) -> Body:
     """Keep what may be a document (or is a message to enter); count the rest."""
     media_type = head.get_content_type()
     name = _decoded_filename(head)

@@ -10,7 +10,7 @@ own reading of broken mail: lines end at CRLF, CR or LF; headers end at the firs
 not one; a boundary line of any enclosing multipart ends a part; the line end before a
 boundary belongs to the boundary; message/* parts hold a message; message/delivery-status holds
 header blocks; a multipart without its boundary is one flat part. Each part's header block is
-parsed by the email package itself. Base64 that is not clean, uuencode and over-long
+read as the email package reads it (`mime_head`). Base64 that is not clean, uuencode and over-long
 quoted-printable lines are rare: their raw body is read back from the file and decoded by the
 email package, so even the odd cases decode exactly as before.
 """
@@ -21,12 +21,11 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
-from typing import Any, BinaryIO, Protocol
+from email.message import Message
+from typing import BinaryIO, Protocol
 
 from gateway.config import MimeSettings
+from gateway.intake.mime_head import parse_head
 
 CHUNK = 64 * 1024
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -34,51 +33,9 @@ _LINE_END_AT_END = re.compile(rb"(\r\n|\r|\n)\Z")
 _DASHES_AFTER_LINE_END = re.compile(rb"(?:\r\n|\r|\n)--")
 _HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
-_BOUNDARY_TAIL = rb"(?P<end>--)?[ \t]*(?:\r\n|\r|\n)?$"
 _DECODE_AT = 64 * 1024
 _MAX_QP_LINE = 1024 * 1024
 _WHITESPACE = b" \t\n\r\x0b\x0c"
-
-
-class Headers(EmailMessage):
-    """A part's headers, each parsed once: the email package parses a header again on every
-    look-up, and taking a part apart looks at Content-Type a dozen times."""
-
-    def get(self, name: str, failobj: Any = None) -> Any:
-        found = self._cached(
-            ("get", name.lower()), lambda: super(Headers, self).get(name, _MISSING)
-        )
-        return failobj if found is _MISSING else found
-
-    def get_content_type(self) -> str:
-        return str(self._cached(("type",), super().get_content_type))
-
-    def get_param(
-        self,
-        param: str,
-        failobj: Any = None,
-        header: str = "content-type",
-        unquote: bool = True,
-    ) -> Any:
-        key = ("param", param.lower(), header.lower(), unquote)
-        found = self._cached(
-            key, lambda: super(Headers, self).get_param(param, _MISSING, header, unquote)
-        )
-        return failobj if found is _MISSING else found
-
-    def set_default_type(self, ctype: str) -> None:
-        super().set_default_type(ctype)
-        self.__dict__.pop("_parsed", None)
-
-    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-        cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_parsed", {})
-        if key not in cache:
-            cache[key] = compute()
-        return cache[key]
-
-
-_MISSING = object()
-_HEADER_POLICY = policy.default.clone(message_factory=Headers)
 
 
 class LimitExceeded(Exception):
@@ -96,7 +53,7 @@ class Sink(Protocol):
 class Leaf:
     """A part without subparts: its headers, and the sink its decoded body went to."""
 
-    head: EmailMessage
+    head: Message
     sink: Sink
 
 
@@ -113,7 +70,7 @@ class Walk:
     `attached` says whether a leaf is a message to be entered."""
 
     limits: MimeSettings
-    open_sink: Callable[[EmailMessage], Sink]
+    open_sink: Callable[[Message], Sink]
     attached: Attached
     leaves: list[Leaf] = field(default_factory=list)
     nodes: int = 0
@@ -135,7 +92,7 @@ class Walk:
         head.set_default_type(default)
         self._content(lines, head, depth, in_multipart)
 
-    def _content(self, lines: _Lines, head: EmailMessage, depth: int, in_multipart: bool) -> None:
+    def _content(self, lines: _Lines, head: Message, depth: int, in_multipart: bool) -> None:
         maintype = head.get_content_maintype()
         if head.get_content_type() == "message/delivery-status":
             self._header_blocks(lines, depth, in_multipart)
@@ -148,7 +105,7 @@ class Walk:
             self._leaf(lines, head, depth, lambda leaf: _decode_body(lines, leaf, strip))
 
     def _leaf(
-        self, lines: _Lines, head: EmailMessage, depth: int, decode: Callable[[Leaf], None]
+        self, lines: _Lines, head: Message, depth: int, decode: Callable[[Leaf], None]
     ) -> None:
         leaf = Leaf(head, self.open_sink(head))
         decode(leaf)
@@ -189,21 +146,21 @@ class Walk:
             if line is None:
                 return
 
-    def _multipart(self, lines: _Lines, head: EmailMessage, depth: int) -> None:
+    def _multipart(self, lines: _Lines, head: Message, depth: int) -> None:
         digest = head.get_content_type() == "multipart/digest"
         default = "message/rfc822" if digest else "text/plain"
         boundary = _boundary_matcher(str(head.get_boundary()))
         start = lines.tell()
         preamble = True
         while (line := lines.readline()) is not None:
-            found = boundary(line)
-            if found is None:
+            closing = boundary(line)
+            if closing is None:
                 continue  # the preamble
-            if found.group("end"):
+            if closing:
                 stop = lines.last_start
                 break
             preamble = False
-            while (following := lines.readline()) is not None and boundary(following):
+            while (following := lines.readline()) is not None and boundary(following) is not None:
                 pass  # boundary lines in a row make no parts
             if following is not None:
                 lines.unread(following)
@@ -222,16 +179,27 @@ def _blank(line: bytes) -> bool:
     return line[:1] in (b"\r", b"\n")
 
 
-def _boundary_matcher(boundary: str) -> Callable[[bytes], re.Match[bytes] | None]:
+def _boundary_matcher(boundary: str) -> Callable[[bytes], bool | None]:
+    """A test of a line: None when it is not a boundary line, else whether it closes the
+    multipart. A boundary line is `--boundary`, then `--` when closing, then blanks (spaces
+    and tabs) up to the line end: the email package's pattern, matched without a regex
+    compiled per message (every multipart has its own boundary)."""
     try:
         separator = ("--" + boundary).encode("ascii", "surrogateescape")
     except UnicodeEncodeError:
         return lambda line: None
-    pattern = re.compile(re.escape(separator) + _BOUNDARY_TAIL)
-    return lambda line: pattern.match(line) if line[:2] == b"--" else None
+
+    def test(line: bytes) -> bool | None:
+        if not line.startswith(separator):
+            return None
+        rest = line[len(separator) :].removesuffix(b"\n").removesuffix(b"\r")
+        closing = rest.startswith(b"--")
+        return None if rest[2 if closing else 0 :].strip(b" \t") else closing
+
+    return test
 
 
-def _headers(lines: _Lines) -> EmailMessage:
+def _headers(lines: _Lines) -> Message:
     """The header block parsed by the email package; the blank line after it is consumed,
     any other line that ends it is left for the body."""
     block = []
@@ -241,9 +209,7 @@ def _headers(lines: _Lines) -> EmailMessage:
                 lines.unread(line)
             break
         block.append(line)
-    head = BytesParser(policy=_HEADER_POLICY).parsebytes(b"".join(block), headersonly=True)
-    assert isinstance(head, EmailMessage)
-    return head
+    return parse_head(b"".join(block))
 
 
 class _Decoder(Protocol):
