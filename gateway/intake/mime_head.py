@@ -5,11 +5,13 @@ transfer encoding. With `policy.default` every such look-up goes through the hea
 which parses the value with the full RFC 2045/2231/2047 grammar; that was a third of the cost
 of taking a small message apart. Yet the email package then answers those questions from the
 registry's string form of the value, with the same code `compat32` runs on the raw value
-(`Message.get_param`, `get_filename`, ...). For a plain value the string form is the value
-itself: ASCII, no encoded word, a type or a token, then `name=value` parameters whose values
-are tokens or quoted strings without escapes. A block whose MIME headers are all plain is
-therefore answered by a `compat32` message holding the unfolded values, which gives the same
-answers at a fraction of the cost; any other block is parsed by the email package as before.
+(`Message.get_param`, `get_filename`, ...). For a plain value that string form differs from
+the value at most in quotes and blanks, which those answers do not see: ASCII, no encoded
+word, a type or a token, then `name=value` parameters whose values are tokens (without the
+`'` and `*` of RFC 2231) or quoted strings without escapes. A block whose MIME headers are
+all plain is therefore answered by a `compat32` message holding the unfolded values, which
+gives the same answers at a fraction of the cost; any other block is parsed by the email
+package as before.
 A test compares both on generated header blocks.
 """
 
