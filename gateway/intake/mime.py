@@ -288,7 +288,7 @@ def _open_body(head: Message, target: _Target[P]) -> Body:
     media_type = head.get_content_type()
     name = _decoded_filename(head)
     wanted = name.lower().endswith(".eml") or not _never_a_document(head, media_type, name)
-    return Body(target.keeper() if wanted else None, scan_cids=media_type == "text/html")
+    return Body(target.keeper() if wanted else None, media_type == "text/html", name)
 
 
 def _attached(leaf: Leaf, target: _Target[P]) -> BinaryIO | None:
@@ -296,7 +296,7 @@ def _attached(leaf: Leaf, target: _Target[P]) -> BinaryIO | None:
     it is blank); its kept bytes are only read to do so."""
     body = _body(leaf)
     body.finish_scan()
-    if not _decoded_filename(leaf.head).lower().endswith(".eml") or body.keeper is None:
+    if not body.name.lower().endswith(".eml") or body.keeper is None:
         return None
     if body.blank:
         target.discard(body.keeper)
@@ -329,7 +329,7 @@ def _classify(
 ) -> None:
     part, body = leaf.head, _body(leaf)
     media_type = part.get_content_type()
-    raw_name = _decoded_filename(part)
+    raw_name = body.name
     name = safe_filename(raw_name, fallback=_fallback_name(media_type, number))
     why = _not_a_document(part, media_type, raw_name, body.size, cids, limits)
     if why or body.keeper is None:

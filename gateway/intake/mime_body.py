@@ -40,10 +40,12 @@ class MemoryKeeper:
 
 @dataclass
 class Body:
-    """A leaf's decoded body: its size, what was kept of it, the cids it refers to."""
+    """A leaf's decoded body: its size, what was kept of it, the cids it refers to; and the
+    leaf's decoded file name, read once for the several questions asked about it."""
 
     keeper: Keeper | None
     scan_cids: bool
+    name: str = ""
     size: int = 0
     blank: bool = True
     cids: set[str] = field(default_factory=set)
