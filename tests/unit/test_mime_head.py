@@ -2,7 +2,7 @@
 
 Thousands of generated blocks, plain and not (RFC 2231 and 2047 names, comments, escapes,
 broken quotes, 8-bit bytes, folding, odd line ends), are asked every question taking a part
-apart asks, of `mime_head.parse_head` and of the email package with `policy.default`.
+apart asks, of `mime.head.parse_head` and of the email package with `policy.default`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
-from gateway.intake.mime_head import PlainHeaders, parse_head
+from gateway.mime.head import PlainHeaders, parse_head
 
 TYPES = ["text/plain", "TEXT/Html", "application/pdf", "multipart/mixed", "message/rfc822"]
 ODD_TYPES = ["text", "text/", "a/b/c", "", " ", "application/x-pdf (scan)", "image/png;"]

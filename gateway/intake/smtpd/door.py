@@ -30,9 +30,9 @@ from typing import Any, AnyStr
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway import metrics
+from gateway import metrics, mime
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import mime, routing, spool
+from gateway.intake import routing, spool
 from gateway.intake.accept import Accepted, Arrival, Route, adopt_spooled, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.group_commit import GroupCommitter
