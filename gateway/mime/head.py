@@ -72,7 +72,7 @@ class _Cached(Message):
         return cache[key]
 
 
-class Headers(_Cached, EmailMessage):
+class RegistryHeaders(_Cached, EmailMessage):
     """A header block as the email package reads it (`policy.default`)."""
 
 
@@ -80,7 +80,7 @@ class PlainHeaders(_Cached, Message):
     """A header block of plain values, answered by `compat32` (see the module's docstring)."""
 
 
-_HEADER_POLICY = policy.default.clone(message_factory=Headers)
+_HEADER_POLICY = policy.default.clone(message_factory=RegistryHeaders)
 
 
 def parse_head(block: bytes) -> Message:
@@ -88,7 +88,7 @@ def parse_head(block: bytes) -> Message:
     fields = _plain_fields(block.decode("ascii", "surrogateescape"))
     if fields is None:
         head = BytesParser(policy=_HEADER_POLICY).parsebytes(block, headersonly=True)
-        assert isinstance(head, Headers)
+        assert isinstance(head, RegistryHeaders)
         return head
     plain = PlainHeaders(policy.compat32)
     for name, value in fields:
