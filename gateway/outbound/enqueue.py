@@ -18,7 +18,8 @@ from gateway.store.models import Delivery, DeliveryState, Integration
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _INTEGRATIONS = cast(Table, Integration.__table__)
-_INSERT = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True)
+# The rows come back with their document: one statement for all, in whatever order.
+_INSERT = insert(_DELIVERIES).returning(_DELIVERIES.c.document_id, _DELIVERIES.c.id)
 
 
 def enqueue_new(
@@ -28,13 +29,13 @@ def enqueue_new(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """Queue each new document for its integration, `(document id, integration id)` pairs
-    that auto-send has already found sendable; returns their `delivery_queued` events, in
-    order, for the caller to insert with its own."""
+    (one per document) that auto-send has already found sendable; returns their
+    `delivery_queued` events, in order, for the caller to insert with its own."""
     if not wanted:
         return []
     expires = now + timedelta(seconds=settings.lifetime)
     rows = [_row(document, integration, now, expires) for document, integration in wanted]
-    ids = connection.execute(_INSERT, rows).scalars().all()
+    ids: dict[int, int] = {row.document_id: row.id for row in connection.execute(_INSERT, rows)}
     names = _names(connection, {integration for _, integration in wanted})
     return [
         {
@@ -42,10 +43,10 @@ def enqueue_new(
             "kind": "delivery_queued",
             "message_id": None,
             "document_id": document,
-            "delivery_id": delivery,
+            "delivery_id": ids[document],
             "detail": {"integration_id": integration, "integration": names[integration]},
         }
-        for (document, integration), delivery in zip(wanted, ids, strict=True)
+        for document, integration in wanted
     ]
 
 

@@ -71,7 +71,12 @@ def test_a_batch_of_messages_is_one_commit(store: Store) -> None:
     with store.session() as session:
         docs = session.scalars(select(Document).order_by(Document.id)).all()
         assert [d.filename for d in docs] == [f"inv-{n}.xml" for n in range(6)]
-        assert len(session.scalars(select(Delivery)).all()) == 6
+        deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+        assert [d.document_id for d in deliveries] == [d.id for d in docs]
+        queued = session.scalars(select(Event).where(Event.kind == "delivery_queued")).all()
+        assert {(e.document_id, e.delivery_id) for e in queued} == {
+            (d.document_id, d.id) for d in deliveries
+        }
         assert all(m.processed_at for m in session.scalars(select(Message)))
 
 
