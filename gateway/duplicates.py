@@ -5,9 +5,17 @@ type, `rules.dedupe`), which catches a Factur-X after its XML or a re-export; an
 whose text shows an earlier structured document's number and supplier VAT, which catches an
 e-FFF's PDF sent on its own after the e-FFF. A duplicate is kept and shown, linked to the
 first (the original, never to another duplicate), and never delivered.
+
+The rules stage checks a whole batch of new documents at once: one query finds the stored
+originals any of them repeats, and a document may also repeat one before it in the batch,
+which has no id until the batch is inserted (`Original.earlier`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -17,51 +25,134 @@ from gateway.store.models import Document
 
 # How many recent structured documents a plain PDF's text is compared with.
 RECENT_STRUCTURED = 500
+SAME_FILE = "same file"
+SAME_IDENTITY = "same supplier, number and type"
+SHOWN = "the PDF of it: its number and supplier VAT are in the text"
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """What the check needs of a document not stored yet. `text` is a plain PDF's text."""
+
+    dossier_id: int
+    blob_sha256: str
+    dedupe_key: str
+    facts: dict[str, Any] = field(repr=False)
+    text: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Original:
+    """The original a new document repeats: a stored document (`id`), or the one at index
+    `earlier` of the same batch; `why` says how they are the same."""
+
+    why: str
+    id: int | None = None
+    earlier: int | None = None
+
+    def note(self, first: int) -> str:
+        return f"duplicate of document {first} ({self.why})"
+
+
+@dataclass(frozen=True)
+class _Stored:
+    id: int
+    dossier_id: int
+    blob_sha256: str
+    dedupe_key: str
+
+
+def find_originals(session: Session, docs: Sequence[NewDocument]) -> list[Original | None]:
+    """For each of `docs`, in order, the original it repeats or None: the same file first,
+    else the same identity, else (a plain PDF) the structured document its text shows."""
+    stored = _stored_matches(session, docs)
+    found: list[Original | None] = []
+    recent: dict[int, list[tuple[Original, dict[str, Any]]]] = {}
+    for index, doc in enumerate(docs):
+        earlier = [
+            _Stored(-1 - i, d.dossier_id, d.blob_sha256, d.dedupe_key)
+            for i, d in enumerate(docs[:index])
+            if found[i] is None
+        ]
+        original = _same(doc, stored + earlier)
+        if original is None and doc.text and doc.facts.get("syntax") == "pdf":
+            candidates = _recent(session, doc.dossier_id, recent) + [
+                (Original(SHOWN, earlier=i), d.facts)
+                for i, d in enumerate(docs[:index])
+                if found[i] is None and d.dossier_id == doc.dossier_id and d.dedupe_key
+            ]
+            original = _shown(doc.text, reversed(candidates[-RECENT_STRUCTURED:]))
+        found.append(original)
+    return found
 
 
 def mark_duplicate(session: Session, doc: Document, text: str = "") -> None:
-    """Link `doc` to the earlier original it repeats: the same file first, else the same
-    identity, else (a plain PDF) the structured document its text shows. One query answers
-    the first two, reading ids only: this runs for every new document."""
-    same_file = Document.blob_sha256 == doc.blob_sha256
-    wanted = or_(same_file, Document.dedupe_key == doc.dedupe_key) if doc.dedupe_key else same_file
-    found = session.execute(
-        select(Document.id, Document.blob_sha256)
-        .where(*_originals(doc), wanted)
+    """Link the unsaved `doc` to the stored original it repeats, if any."""
+    new = NewDocument(doc.dossier.id, doc.blob_sha256, doc.dedupe_key, doc.facts, text)
+    original = find_originals(session, [new])[0]
+    if original is not None and original.id is not None:
+        doc.duplicate_of_id = original.id
+        doc.status_reason = join_reason(original.note(original.id), doc.status_reason)
+
+
+def join_reason(note: str, status_reason: str | None) -> str:
+    return f"{note}; {status_reason}" if status_reason else note
+
+
+def _stored_matches(session: Session, docs: Sequence[NewDocument]) -> list[_Stored]:
+    """Stored originals with the file or the identity of one of `docs`, oldest first; one
+    query reading ids only, as this runs for every batch."""
+    if not docs:
+        return []
+    keys = {doc.dedupe_key for doc in docs if doc.dedupe_key}
+    wanted: ColumnElement[bool] = Document.blob_sha256.in_({doc.blob_sha256 for doc in docs})
+    if keys:
+        wanted = or_(wanted, Document.dedupe_key.in_(keys))
+    rows = session.execute(
+        select(Document.id, Document.dossier_id, Document.blob_sha256, Document.dedupe_key)
+        .where(*_originals({doc.dossier_id for doc in docs}), wanted)
         .order_by(Document.id)
     ).all()
-    by_file = [row.id for row in found if row.blob_sha256 == doc.blob_sha256]
-    if by_file:
-        _link(doc, by_file[0], "same file")
-    elif found:
-        _link(doc, found[0].id, "same supplier, number and type")
-    elif text and doc.facts.get("syntax") == "pdf":
-        shown = _shown_invoice(session, doc, text)
-        if shown is not None:
-            _link(doc, shown.id, "the PDF of it: its number and supplier VAT are in the text")
+    return [_Stored(*row) for row in rows]
 
 
-def _shown_invoice(session: Session, doc: Document, text: str) -> Document | None:
-    recent = session.scalars(
-        select(Document)
-        .where(*_originals(doc), Document.dedupe_key != "")
-        .order_by(Document.id.desc())
-        .limit(RECENT_STRUCTURED)
-    )
-    for candidate in recent:
-        supplier = candidate.facts.get("supplier") or {}
-        ids = [str(supplier.get(key, "")) for key in ("vat", "company_number")]
-        if pdf_shows(text, str(candidate.facts.get("number", "")), ids):
-            return candidate
+def _same(doc: NewDocument, candidates: list[_Stored]) -> Original | None:
+    """Stored candidates come first, by id, then earlier ones of the batch (negative ids)."""
+    mine = [c for c in candidates if c.dossier_id == doc.dossier_id]
+    for why, matches in (
+        (SAME_FILE, [c for c in mine if c.blob_sha256 == doc.blob_sha256]),
+        (SAME_IDENTITY, [c for c in mine if doc.dedupe_key and c.dedupe_key == doc.dedupe_key]),
+    ):
+        if matches:
+            first = matches[0].id
+            return Original(why, id=first) if first >= 0 else Original(why, earlier=-1 - first)
     return None
 
 
-def _originals(doc: Document) -> tuple[ColumnElement[bool], ...]:
-    """Earlier documents of the same dossier that are not duplicates themselves."""
-    return (Document.dossier_id == doc.dossier.id, Document.duplicate_of_id.is_(None))
+def _recent(
+    session: Session, dossier_id: int, cache: dict[int, list[tuple[Original, dict[str, Any]]]]
+) -> list[tuple[Original, dict[str, Any]]]:
+    """The dossier's recent stored structured originals, oldest first (read once a batch)."""
+    if dossier_id not in cache:
+        rows = session.execute(
+            select(Document.id, Document.facts)
+            .where(*_originals({dossier_id}), Document.dedupe_key != "")
+            .order_by(Document.id.desc())
+            .limit(RECENT_STRUCTURED)
+        ).all()
+        cache[dossier_id] = [(Original(SHOWN, id=row.id), row.facts) for row in reversed(rows)]
+    return cache[dossier_id]
 
 
-def _link(doc: Document, first: int, why: str) -> None:
-    doc.duplicate_of_id = first
-    note = f"duplicate of document {first} ({why})"
-    doc.status_reason = f"{note}; {doc.status_reason}" if doc.status_reason else note
+def _shown(text: str, newest_first: Iterable[tuple[Original, dict[str, Any]]]) -> Original | None:
+    for original, facts in newest_first:
+        supplier = facts.get("supplier") or {}
+        ids = [str(supplier.get(key, "")) for key in ("vat", "company_number")]
+        if pdf_shows(text, str(facts.get("number", "")), ids):
+            return original
+    return None
+
+
+def _originals(dossier_ids: set[int]) -> tuple[ColumnElement[bool], ...]:
+    """Earlier documents of these dossiers that are not duplicates themselves."""
+    return (Document.dossier_id.in_(dossier_ids), Document.duplicate_of_id.is_(None))

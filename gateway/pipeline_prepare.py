@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from gateway import mime
 from gateway.config import MimeSettings
-from gateway.intake import mime
 from gateway.policy_store import rules_for
 from gateway.rules.policy import Outcome, Rule
 from gateway.rules.recognize import DossierFacts, Options

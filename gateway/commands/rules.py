@@ -23,10 +23,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import config, office
+from gateway import config, mime, office
 from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
-from gateway.intake import mime
 from gateway.outbound.queue import PENDING
 from gateway.pipeline import recognition_options
 from gateway.policy_store import (

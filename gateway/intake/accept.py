@@ -24,9 +24,9 @@ from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import metrics
-from gateway.intake import mime, plain_headers
+from gateway import metrics, mime
 from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
+from gateway.mime import plain_headers
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store
 from gateway.store.models import Base, Event, Message, utcnow

@@ -35,9 +35,9 @@ import structlog
 import watchfiles
 from sqlalchemy import select
 
+from gateway import mime
 from gateway.config import FolderSettings, IntakeSettings
 from gateway.filenames import safe_filename
-from gateway.intake import mime
 from gateway.intake.accept import Envelope, Route, accept_message
 from gateway.intake.crashpoint import crashpoint
 from gateway.intake.senders import allowlist, screen

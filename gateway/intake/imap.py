@@ -27,8 +27,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway import mime
 from gateway.config import ImapAccountSettings, IntakeSettings
-from gateway.intake import mime, routing
+from gateway.intake import routing
 from gateway.intake.accept import Envelope, Route, accept_message
 from gateway.intake.crashpoint import crashpoint
 from gateway.intake.senders import screen

@@ -7,6 +7,7 @@ Matching a document to a dossier must see through all of that and nothing more.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _LEADING_WORD = re.compile(r"^(?:VAT|BTW|TVA)\b[\s:.#-]*")
@@ -15,8 +16,11 @@ _COUNTRY = re.compile(r"^[A-Z]{2}")
 _COUNTRY_ALIASES = {"GR": "EL"}
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_vat(value: str, default_country: str = "") -> str:
     """Uppercase, unpunctuated, country-prefixed where a country is known.
+
+    Remembered: every document compares the same few dossier and party numbers many times.
 
     `default_country` only applies when the value carries no country of its own. A number
     that stays without a country is returned bare (digits and letters only).

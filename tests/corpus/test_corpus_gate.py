@@ -18,8 +18,8 @@ import pytest
 from corpus_dir import CORPUS
 from pypdf import PdfWriter
 
+from gateway import mime
 from gateway.config import MimeSettings
-from gateway.intake import mime
 from gateway.rules.columns import COLUMNS, expected_columns
 from gateway.rules.recognize import DossierFacts, Options, recognize
 from gateway.rules.stage import Envelope, plan

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway import mime
 from gateway.config import MimeSettings
-from gateway.intake import mime
 
 EXPECTED: dict[str, list[tuple[str, str]]] = {
     # multipart/digest of plain-text messages: bodies only

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from corpus_dir import CORPUS
 
-from gateway.intake.mime import StoredPart
+from gateway.mime import StoredPart
 from gateway.rules.recognize import DossierFacts, Recognition, recognize
 from gateway.store.blobs import Staged
 

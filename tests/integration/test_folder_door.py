@@ -19,9 +19,8 @@ from integration.gateway_proc import start_gateway
 from integration.smtp_door import dossier
 from sqlalchemy import select
 
-from gateway import office
-from gateway.config import FolderSettings, IntakeSettings
-from gateway.intake import mime
+from gateway import mime, office
+from gateway.config import FolderSettings, IntakeSettings, MimeSettings
 from gateway.intake.folder import SPOOL, FolderDoor
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Message
@@ -63,7 +62,7 @@ class Door:
             return list(session.scalars(select(Message).order_by(Message.id)))
 
     def documents(self, message: Message) -> list[tuple[str, bytes]]:
-        found = mime.extract(self.store.blobs.get(message.raw_sha256), mime.MimeSettings())
+        found = mime.extract(self.store.blobs.get(message.raw_sha256), MimeSettings())
         return [(p.filename, p.data) for p in found.parts]
 
     def stop(self) -> None:

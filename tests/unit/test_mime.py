@@ -12,8 +12,8 @@ from email.policy import SMTP
 
 import pytest
 
+from gateway import mime
 from gateway.config import MimeSettings
-from gateway.intake import mime
 
 LIMITS = MimeSettings()
 PDF = b"%PDF-1.4\n" + b"x" * 2000 + b"\n%%EOF\n"

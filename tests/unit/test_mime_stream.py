@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway import mime
 from gateway.config import MimeSettings
-from gateway.intake import mime
-from gateway.intake.mime_body import Body, MemoryKeeper
-from gateway.intake.mime_walk import Leaf, Walk
+from gateway.mime.body import Body, MemoryKeeper
+from gateway.mime.walk import Leaf, Walk
 from gateway.store.blobs import BlobStore
 
 LIMITS = MimeSettings()

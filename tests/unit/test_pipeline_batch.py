@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 
-import gateway.pipeline
+import gateway.pipeline_write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline import PipelineRunner
 from gateway.store.db import Store, open_store, upgrade
-from gateway.store.models import Delivery, Document, Message
+from gateway.store.models import Delivery, Document, Event, Message
 
 ADDRESS = "acme@docs.example"
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,12 @@ def test_a_batch_of_messages_is_one_commit(store: Store) -> None:
     with store.session() as session:
         docs = session.scalars(select(Document).order_by(Document.id)).all()
         assert [d.filename for d in docs] == [f"inv-{n}.xml" for n in range(6)]
-        assert len(session.scalars(select(Delivery)).all()) == 6
+        deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+        assert [d.document_id for d in deliveries] == [d.id for d in docs]
+        queued = session.scalars(select(Event).where(Event.kind == "delivery_queued")).all()
+        assert {(e.document_id, e.delivery_id) for e in queued} == {
+            (d.document_id, d.id) for d in deliveries
+        }
         assert all(m.processed_at for m in session.scalars(select(Message)))
 
 
@@ -82,15 +87,16 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
     set aside with the reason, and the messages before and after it are kept."""
     for n in range(5):
         accept(store, n, filename="boom.xml" if n == 2 else "")
-    real = gateway.pipeline.mark_duplicate
+    real = gateway.pipeline_write.enqueue_new
 
-    def failing(session: Any, doc: Document, text: str = "") -> None:
-        if doc.filename == "boom.xml":
-            session.flush()  # something of it is in the database when it fails
+    def failing(connection: Connection, wanted: list[tuple[int, int]], *args: Any) -> Any:
+        ids = [document for document, _ in wanted]
+        names = connection.scalars(select(Document.filename).where(Document.id.in_(ids)))
+        if "boom.xml" in names.all():  # its document is in the database when it fails
             raise RuntimeError("injected")
-        real(session, doc, text)
+        return real(connection, wanted, *args)
 
-    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", failing)
+    monkeypatch.setattr(gateway.pipeline_write, "enqueue_new", failing)
     seen = commits(store)
     assert runner(store).process_batch() == 5
     assert len(seen) == 1
@@ -148,3 +154,23 @@ def test_staged_files_left_by_a_crash_are_swept(store: Store) -> None:
     fresh = store.blobs.stage().finish()
     assert store.blobs.sweep_staging() == 1
     assert not staged.path.exists() and fresh.path.exists()
+
+
+def test_a_file_repeated_within_a_batch_links_to_its_first_copy(store: Store) -> None:
+    """The original of a duplicate may be written in the same batch: it links to it, is
+    recorded as a duplicate in its event, and is not queued."""
+    for n in (0, 1, 0, 0):
+        accept(store, n, filename=f"copy-{n}.xml")
+    assert runner(store).process_batch() == 4
+    with store.session() as session:
+        docs = session.scalars(select(Document).order_by(Document.id)).all()
+        first = docs[0].id
+        assert [d.duplicate_of_id for d in docs] == [None, None, first, first]
+        assert docs[2].status_reason == f"duplicate of document {first} (same file)"
+        assert docs[3].status_reason == docs[2].status_reason
+        queued = session.scalars(select(Delivery.document_id).order_by(Delivery.id)).all()
+        assert queued == [docs[0].id, docs[1].id]
+        created = session.scalars(
+            select(Event.detail).where(Event.kind == "document_created").order_by(Event.id)
+        ).all()
+        assert [e["duplicate_of"] for e in created] == [None, None, first, first]

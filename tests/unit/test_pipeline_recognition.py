@@ -15,7 +15,7 @@ from pypdf import PdfReader
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-import gateway.pipeline
+import gateway.pipeline_write
 import gateway.rules.stage
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
@@ -277,15 +277,15 @@ def test_a_database_error_leaves_the_message_for_the_next_pass(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dossier(store, "SE4598375937")
-    real = gateway.pipeline.mark_duplicate
+    real = gateway.pipeline_write.find_originals
 
     def unavailable(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("SELECT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", unavailable)
+    monkeypatch.setattr(gateway.pipeline_write, "find_originals", unavailable)
     with pytest.raises(OperationalError):
         deliver(store, ("a.xml", corpus_bytes("peppol-bis3/base-example.xml"), "application/xml"))
     assert documents(store) == []
-    monkeypatch.setattr(gateway.pipeline, "mark_duplicate", real)
+    monkeypatch.setattr(gateway.pipeline_write, "find_originals", real)
     assert PipelineRunner(store, DeliverySettings(), asyncio.Event()).process_batch() == 1
     assert [d.filename for d in documents(store)] == ["a.xml"]

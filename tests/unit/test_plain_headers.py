@@ -8,7 +8,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.intake import mime, plain_headers
+from gateway import mime
+from gateway.mime import message, plain_headers
 
 ATEXT = "aZ9!#$%&'*+/=?^_`{|}~-"
 NOISE = "aZ9.@<> \t\"(),:;[]\\=?-_'ü"
@@ -81,7 +82,7 @@ def test_generated_header_blocks_read_as_the_registry_reads_them(
         asked.append(1)
         return registry(message)
 
-    monkeypatch.setattr(mime, "headers", counted)
+    monkeypatch.setattr(message, "headers", counted)
     blocks = list(generated(3000))
     for raw in blocks:
         assert outcome(raw, plain_headers.headers) == outcome(raw, registry), raw
@@ -94,6 +95,6 @@ def test_plain_header_blocks_never_reach_the_registry(monkeypatch: pytest.Monkey
     def refuse(message: object) -> mime.Headers:
         raise AssertionError("registry used")
 
-    monkeypatch.setattr(mime, "headers", refuse)
+    monkeypatch.setattr(message, "headers", refuse)
     assert [outcome(raw, plain_headers.headers) for raw in PLAIN] == expected
     assert all(outcome(raw, plain_headers.headers) is AssertionError for raw in NOT_PLAIN)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import mime
 from gateway.config import IntakeSettings
-from gateway.intake import mime
 from gateway.intake.accept import Route
 from gateway.intake.senders import allowlist, authentication
 from gateway.office import allowed_patterns

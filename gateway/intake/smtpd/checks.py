@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 
-from gateway.intake import mime
+from gateway import mime
 from gateway.intake.senders import allowlist
 
 # A CR not followed by LF, or an LF not preceded by CR, found by `data_decoder`: the raw material

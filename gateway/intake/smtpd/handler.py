@@ -23,8 +23,9 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway import mime
 from gateway.config import IntakeSettings, SmtpSettings
-from gateway.intake import mime, routing
+from gateway.intake import routing
 from gateway.intake.accept import Accepted, adopt_spooled, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.senders import allowlist, authentication

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from email.message import EmailMessage
 
-from gateway.intake import mime
+from gateway.mime import message as registry
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
@@ -26,7 +26,7 @@ _ANGLED = re.compile(rf"<({_ADDRESS})>", re.ASCII)
 _NAMED = re.compile(rf"({_ATEXT}+(?: {_ATEXT}+)*) <({_ADDRESS})>", re.ASCII)
 
 
-def headers(message: EmailMessage) -> mime.Headers:
+def headers(message: EmailMessage) -> registry.Headers:
     """`mime.headers(message)`, without the header registry when every value is plain."""
     values = {"from": "", "message-id": "", "subject": ""}
     found: set[str] = set()
@@ -41,10 +41,10 @@ def headers(message: EmailMessage) -> mime.Headers:
         _unfolded(values["subject"]),
     )
     if None in plain:
-        return mime.headers(message)
+        return registry.headers(message)
     header_from, message_id, subject = plain
     assert header_from is not None and message_id is not None and subject is not None
-    return mime.Headers(header_from=header_from, message_id=message_id, subject=subject)
+    return registry.Headers(header_from=header_from, message_id=message_id, subject=subject)
 
 
 def _unfolded(value: str) -> str | None:

@@ -1,4 +1,4 @@
-"""A raw message into the files that are documents, and the headers we record.
+"""A raw message into the files that are documents.
 
 Mail from the wild is often broken: nothing here raises on a bad header or a bad transfer
 encoding; the worst case is a part with odd bytes, which recognition then calls unrecognised.
@@ -10,23 +10,19 @@ the reason, so "where did my attachment go" always has an answer. Only a message
 from __future__ import annotations
 
 import io
-import mimetypes
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import policy
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.message import Message
 from pathlib import Path
 from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from gateway.config import MimeSettings
 from gateway.filenames import safe_filename
 from gateway.intake import archive
-from gateway.intake.mime_body import Body, Keeper, MemoryKeeper
-from gateway.intake.mime_walk import Leaf, LimitExceeded, Walk
+from gateway.mime.body import Body, Keeper, MemoryKeeper
+from gateway.mime.classify import decoded_filename, fallback_name, never_a_document, not_a_document
+from gateway.mime.message import scan_header_size
+from gateway.mime.walk import Leaf, LimitExceeded, Walk
 from gateway.store.blobs import BlobStore, BlobWriter, Staged
 
 
@@ -65,6 +61,7 @@ class StoredPart:
 
 
 P = TypeVar("P", Part, StoredPart)
+
 P_co = TypeVar("P_co", Part, StoredPart, covariant=True)
 
 
@@ -82,89 +79,6 @@ class Skipped:
 class Extraction(Generic[P]):
     parts: list[P] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Headers:
-    header_from: str
-    message_id: str
-    subject: str
-
-
-BODY_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
-NOT_DOCUMENTS = {
-    "application/pkcs7-signature": "signature",
-    "application/x-pkcs7-signature": "signature",
-    "application/pgp-signature": "signature",
-    "application/pgp-keys": "public key",
-    "message/delivery-status": "delivery report",
-    "message/disposition-notification": "read receipt",
-    "message/external-body": "reference to content outside the message",
-    "message/partial": "fragment of a message",
-    "text/rfc822-headers": "headers of a returned message",
-    "text/calendar": "calendar invitation",
-    "text/vcard": "contact card",
-    "text/x-vcard": "contact card",
-}
-_RAW_NAME = re.compile(r"""(?i)\b(?:file)?name\s*=\s*"?(=\?[^"\s;]+\?=)""")
-_HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
-_SCAN = 64 * 1024
-
-
-def parse(raw: bytes, headers_only: bool = False) -> EmailMessage:
-    message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=headers_only)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def headers(message: EmailMessage) -> Headers:
-    return Headers(
-        header_from=_header(message, "From"),
-        message_id=_header(message, "Message-ID"),
-        subject=_header(message, "Subject"),
-    )
-
-
-def header_values(raw: bytes, name: str) -> list[str]:
-    """Every raw value of header `name` in the top-level header block."""
-    message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
-    return [str(v) for k, v in message.raw_items() if k.lower() == name.lower()]
-
-
-def _header(message: Message, name: str) -> str:
-    try:
-        return str(message.get(name, "")).strip()
-    except (ValueError, TypeError, IndexError, AttributeError):
-        raw = message.get_all(name, failobj=[])
-        return str(raw[0]) if raw else ""
-
-
-def header_block_size(raw: bytes) -> int:
-    """Bytes before the first empty line (the whole message when there is none)."""
-    return _header_block_size(io.BytesIO(raw), len(raw))
-
-
-def _header_block_size(fh: BinaryIO, limit: int) -> int:
-    """`header_block_size` of a file, read until the answer is known or passes `limit`;
-    the file is left where it was."""
-    start = fh.tell()
-    try:
-        return _scan_header_end(fh, limit)
-    finally:
-        fh.seek(start)
-
-
-def _scan_header_end(fh: BinaryIO, limit: int) -> int:
-    seen = b""
-    offset = 0
-    while len(seen) + offset <= limit and (chunk := fh.read(_SCAN)):
-        seen += chunk
-        found = _HEADER_END.search(seen)
-        if found is not None:
-            return offset + found.start()
-        offset += len(seen) - 3
-        seen = seen[-3:]
-    return offset + len(seen)
 
 
 class _Target(Protocol[P_co]):
@@ -255,7 +169,7 @@ def extract_file(path: Path, limits: MimeSettings, blobs: BlobStore) -> Extracti
 
 
 def _extract(fh: BinaryIO, limits: MimeSettings, target: _Target[P]) -> Extraction[P]:
-    if _header_block_size(fh, limits.max_header_bytes) > limits.max_header_bytes:
+    if scan_header_size(fh, limits.max_header_bytes) > limits.max_header_bytes:
         raise Quarantine(f"header larger than {limits.max_header_bytes} bytes")
     walk = Walk(limits, lambda head: _open_body(head, target), lambda leaf: _attached(leaf, target))
     try:
@@ -283,12 +197,12 @@ def _body(leaf: Leaf) -> Body:
     return leaf.sink
 
 
-def _open_body(head: EmailMessage, target: _Target[P]) -> Body:
+def _open_body(head: Message, target: _Target[P]) -> Body:
     """Keep what may be a document (or is a message to enter); count the rest."""
     media_type = head.get_content_type()
-    name = _decoded_filename(head)
-    wanted = name.lower().endswith(".eml") or not _never_a_document(head, media_type, name)
-    return Body(target.keeper() if wanted else None, scan_cids=media_type == "text/html")
+    name = decoded_filename(head)
+    wanted = name.lower().endswith(".eml") or not never_a_document(head, media_type, name)
+    return Body(target.keeper() if wanted else None, media_type == "text/html", name)
 
 
 def _attached(leaf: Leaf, target: _Target[P]) -> BinaryIO | None:
@@ -296,7 +210,7 @@ def _attached(leaf: Leaf, target: _Target[P]) -> BinaryIO | None:
     it is blank); its kept bytes are only read to do so."""
     body = _body(leaf)
     body.finish_scan()
-    if not _decoded_filename(leaf.head).lower().endswith(".eml") or body.keeper is None:
+    if not body.name.lower().endswith(".eml") or body.keeper is None:
         return None
     if body.blank:
         target.discard(body.keeper)
@@ -313,11 +227,6 @@ def _drop(leaves: list[Leaf], target: _Target[P]) -> None:
             target.discard(keeper)
 
 
-def _content_id(part: Message) -> str:
-    value = str(part.get("Content-ID", "") or "").strip()
-    return value.removeprefix("<").removesuffix(">").strip().lower()
-
-
 def _classify(
     leaf: Leaf,
     number: int,
@@ -329,9 +238,9 @@ def _classify(
 ) -> None:
     part, body = leaf.head, _body(leaf)
     media_type = part.get_content_type()
-    raw_name = _decoded_filename(part)
-    name = safe_filename(raw_name, fallback=_fallback_name(media_type, number))
-    why = _not_a_document(part, media_type, raw_name, body.size, cids, limits)
+    raw_name = body.name
+    name = safe_filename(raw_name, fallback=fallback_name(media_type, number))
+    why = not_a_document(part, media_type, raw_name, body.size, cids, limits)
     if why or body.keeper is None:
         result.skipped.append(Skipped(name, media_type, body.size, why))
         if body.keeper is not None:
@@ -361,71 +270,3 @@ def _skip_entry(result: Extraction[P]) -> Callable[[str, str], None]:
         result.skipped.append(Skipped(name, "application/octet-stream", 0, why))
 
     return skip
-
-
-def _not_a_document(
-    part: Message, media_type: str, name: str, size: int, cids: set[str], limits: MimeSettings
-) -> str:
-    """Why this leaf is not a document, or "" when it is one."""
-    never = _never_a_document(part, media_type, name)
-    if never:
-        return never
-    if size == 0:
-        return "empty part"
-    if part.get_content_maintype() == "image":
-        cid = _content_id(part)
-        if cid and cid in cids:
-            return "image shown in the HTML body"
-        if size < limits.small_image_bytes:
-            return f"image smaller than {limits.small_image_bytes} bytes (logo or signature)"
-    return ""
-
-
-def _never_a_document(part: Message, media_type: str, name: str) -> str:
-    """Why this leaf cannot be a document whatever its body, or ""."""
-    if media_type in NOT_DOCUMENTS:
-        return NOT_DOCUMENTS[media_type]
-    if part.get_content_maintype() in ("multipart", "message"):
-        return "multipart without readable parts"
-    if media_type in BODY_TYPES and not name and part.get_content_disposition() != "attachment":
-        return "message body"
-    return ""
-
-
-def _decoded_filename(part: Message) -> str:
-    """RFC 2231/2047 are decoded by the email package; raw 8-bit names arrive as surrogate
-    escapes and are decoded here as UTF-8, else as the part's charset, else Latin-1."""
-    try:
-        name = part.get_filename() or _encoded_word_name(part)
-    except (ValueError, TypeError, LookupError, AttributeError, IndexError, HeaderParseError):
-        return ""
-    if not any("\udc80" <= c <= "\udcff" for c in name):
-        return name
-    data = name.encode("utf-8", "surrogateescape")
-    for charset in ("utf-8", part.get_content_charset() or "utf-8"):
-        try:
-            return data.decode(charset)
-        except (UnicodeDecodeError, LookupError):
-            continue
-    return data.decode("latin-1")
-
-
-def _encoded_word_name(part: Message) -> str:
-    """`filename==?utf-8?B?...?=` unquoted, which the email package rejects but mailers send."""
-    for header in ("Content-Disposition", "Content-Type"):
-        found = _RAW_NAME.search(_raw_header(part, header))
-        if found:
-            return str(make_header(decode_header(found.group(1))))
-    return ""
-
-
-def _raw_header(part: Message, name: str) -> str:
-    for key, value in part.raw_items():
-        if key.lower() == name.lower():
-            return str(value)
-    return ""
-
-
-def _fallback_name(media_type: str, number: int) -> str:
-    ext = mimetypes.guess_extension(media_type) or ".bin"
-    return f"attachment-{number}{ext}"
