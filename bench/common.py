@@ -113,7 +113,7 @@ def cpu_by_role(pid: int) -> dict[str, float]:
     `daemon`, `smtp listeners`, `rules stage`."""
     roles = {
         "gateway.intake.smtpd.listeners": "smtp listeners",
-        "gateway.rules_stage": "rules stage",
+        "gateway.pipeline.process": "rules stage",
     }
     found = {"daemon": _cpu_seconds(pid)}
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()

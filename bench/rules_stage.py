@@ -27,7 +27,7 @@ from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.logging import configure
 from gateway.office import put_dossier, put_integration
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Document
 

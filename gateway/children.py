@@ -2,7 +2,7 @@
 
 A Python process uses one core at most, so parts of the daemon can run in processes of their
 own: the SMTP listeners (`gateway.intake.smtpd.listeners`) and the rules stage
-(`gateway.rules_stage`). Each child is `python -m <module>` tied to the daemon by a socket pair
+(`gateway.pipeline.process`). Each child is `python -m <module>` tied to the daemon by a socket pair
 of records, both ways: `wake` (there is work: a message accepted, a document queued), `reload`
 (the daemon took a new configuration), and metric lines a child relays, so the daemon's
 /metrics counts every process. A child that reads end-of-file knows the daemon is gone, even

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select
 
-from gateway import children, config, office, rules_stage
+from gateway import children, config, office
 from gateway.intake.folder import FolderDoor
 from gateway.intake.imap import ImapPoller
 from gateway.intake.senders import authentication
@@ -30,7 +30,8 @@ from gateway.intake.smtpd import listeners
 from gateway.logging import configure as configure_logging
 from gateway.metrics import HealthServer
 from gateway.outbound.worker import DeliveryRunner
-from gateway.pipeline import PipelineRunner, recognition_options
+from gateway.pipeline import process as rules_stage
+from gateway.pipeline.runner import PipelineRunner, recognition_options
 from gateway.store.db import Store, check_current, open_store
 from gateway.store.models import Delivery
 

@@ -24,11 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import config, mime, office
-from gateway.duplicates import mark_duplicate
 from gateway.filenames import safe_filename
 from gateway.outbound.queue import PENDING
-from gateway.pipeline import recognition_options
-from gateway.policy_store import (
+from gateway.pipeline.duplicates import mark_duplicate
+from gateway.pipeline.policy_store import (
     RuleNotFound,
     all_rules,
     delete_rule,
@@ -36,6 +35,7 @@ from gateway.policy_store import (
     rule_view,
     rules_for,
 )
+from gateway.pipeline.runner import recognition_options
 from gateway.rules.columns import expected_columns
 from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import ACTION_KEYS, RuleError, make_rule

@@ -18,11 +18,11 @@ import pytest
 from integration.servers import Postgres
 from sqlalchemy import func, select
 
-import gateway.pipeline_write
+import gateway.pipeline.write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import open_store, upgrade
 from gateway.store.models import Delivery, Document
 
@@ -55,14 +55,14 @@ def test_concurrent_instances_deliver_one_invoice_once(
             msg.add_attachment(invoice, maintype="application", subtype="xml", filename=f"{n}.xml")
             accept_message(store, msg.as_bytes(), Envelope("smtp", "c@example.com", [ADDRESS]))
 
-        original = gateway.pipeline_write.find_originals
+        original = gateway.pipeline.write.find_originals
 
         def slow_check(*args: Any, **kwargs: Any) -> Any:
             found = original(*args, **kwargs)
             time.sleep(1.0)
             return found
 
-        monkeypatch.setattr(gateway.pipeline_write, "find_originals", slow_check)
+        monkeypatch.setattr(gateway.pipeline.write, "find_originals", slow_check)
         runners = [PipelineRunner(store, DeliverySettings(), asyncio.Event()) for _ in range(2)]
         threads = [threading.Thread(target=r.process_batch) for r in runners]
         for thread in threads:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gateway import office
 from gateway.config import DeliverySettings, DossierSettings
 from gateway.intake.accept import Envelope, Recorder, Route, accept_message
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import open_store, upgrade
 from gateway.store.models import Document, ImapSeen, Message
 

@@ -191,7 +191,8 @@ def test_a_child_killed_in_a_batch_leaves_it_whole_to_the_next(tmp_path: Path, p
     store = _preload(gateway, MESSAGES)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs, open(gateway.log, "ab") as log:
-        command = [sys.executable, "-m", "gateway.rules_stage", "--config", str(gateway.config)]
+        module = "gateway.pipeline.process"
+        command = [sys.executable, "-m", module, "--config", str(gateway.config)]
         killed = subprocess.run(
             [*command, "--link-fd", str(theirs.fileno())],
             cwd=tmp_path,

@@ -20,7 +20,7 @@ from integration.smtp_door import SmtpDoor, dossier
 
 from gateway import office
 from gateway.config import DeliverySettings
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 
 GOOD = "alice@allowed.example"
 

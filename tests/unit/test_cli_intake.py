@@ -13,7 +13,7 @@ import pytest
 from gateway import cli, config, office
 from gateway.config import DeliverySettings, DossierSettings
 from gateway.intake.accept import Envelope, Route, accept_message
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import Store, open_store
 from gateway.store.models import Message
 

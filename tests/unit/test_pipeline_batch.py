@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, select
 
-import gateway.pipeline_write
+import gateway.pipeline.write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
-from gateway.pipeline import PipelineRunner
+from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, Document, Event, Message
 
@@ -87,7 +87,7 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
     set aside with the reason, and the messages before and after it are kept."""
     for n in range(5):
         accept(store, n, filename="boom.xml" if n == 2 else "")
-    real = gateway.pipeline_write.enqueue_new
+    real = gateway.pipeline.write.enqueue_new
 
     def failing(connection: Connection, wanted: list[tuple[int, int]], *args: Any) -> Any:
         ids = [document for document, _ in wanted]
@@ -96,7 +96,7 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
             raise RuntimeError("injected")
         return real(connection, wanted, *args)
 
-    monkeypatch.setattr(gateway.pipeline_write, "enqueue_new", failing)
+    monkeypatch.setattr(gateway.pipeline.write, "enqueue_new", failing)
     seen = commits(store)
     assert runner(store).process_batch() == 5
     assert len(seen) == 1

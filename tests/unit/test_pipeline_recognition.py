@@ -15,13 +15,13 @@ from pypdf import PdfReader
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-import gateway.pipeline_write
+import gateway.pipeline.write
 import gateway.rules.stage
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message
 from gateway.office import put_dossier, put_integration
-from gateway.pipeline import PipelineRunner
-from gateway.policy_store import put_rule
+from gateway.pipeline.policy_store import put_rule
+from gateway.pipeline.runner import PipelineRunner
 from gateway.rules.policy import Rule, make_rule
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, DocType, Document, Message
@@ -277,15 +277,15 @@ def test_a_database_error_leaves_the_message_for_the_next_pass(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dossier(store, "SE4598375937")
-    real = gateway.pipeline_write.find_originals
+    real = gateway.pipeline.write.find_originals
 
     def unavailable(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("SELECT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(gateway.pipeline_write, "find_originals", unavailable)
+    monkeypatch.setattr(gateway.pipeline.write, "find_originals", unavailable)
     with pytest.raises(OperationalError):
         deliver(store, ("a.xml", corpus_bytes("peppol-bis3/base-example.xml"), "application/xml"))
     assert documents(store) == []
-    monkeypatch.setattr(gateway.pipeline_write, "find_originals", real)
+    monkeypatch.setattr(gateway.pipeline.write, "find_originals", real)
     assert PipelineRunner(store, DeliverySettings(), asyncio.Event()).process_batch() == 1
     assert [d.filename for d in documents(store)] == ["a.xml"]

@@ -7,7 +7,7 @@ messages at a time, in three steps:
    to staged blob files, and recognised (`prepare`); a database read only;
 2. the staged blobs are made durable together (`BlobStore.publish`);
 3. one transaction writes every message's documents with a few multi-row statements
-   (`pipeline_write`), in a savepoint, and commits once.
+   (`gateway.pipeline.write`), in a savepoint, and commits once.
 
 So the database's write lock is held for inserts only, one commit (one fsync on SQLite) serves
 the whole batch, and a committed row never names a blob that is not on disk. A crash before
@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from gateway.config import ConfigError, DeliverySettings, MimeSettings, RecognitionSettings
 from gateway.intake.crashpoint import crashpoint
-from gateway.pipeline_prepare import Batch, Prepared, prepare
-from gateway.pipeline_write import shunt, write_batch
+from gateway.pipeline.prepare import Batch, Prepared, prepare
+from gateway.pipeline.write import shunt, write_batch
 from gateway.rules.policy import Rule
 from gateway.rules.recognize import Options
 from gateway.rules.xsd import SchemaUnavailable, UblSchemas

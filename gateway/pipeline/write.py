@@ -24,10 +24,10 @@ from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.duplicates import NewDocument, Original, find_originals, join_reason
 from gateway.filenames import safe_filename
 from gateway.outbound.enqueue import enqueue_new
-from gateway.pipeline_prepare import Prepared, ToMake
+from gateway.pipeline.duplicates import NewDocument, Original, find_originals, join_reason
+from gateway.pipeline.prepare import Prepared, ToMake
 from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import Outcome
 from gateway.store.models import DocStatus, Document, Dossier, Event, Message, utcnow

@@ -21,7 +21,7 @@ import structlog
 
 from gateway import children, config
 from gateway.logging import configure as configure_logging
-from gateway.pipeline import PipelineRunner, recognition_options
+from gateway.pipeline.runner import PipelineRunner, recognition_options
 from gateway.store.db import Store, open_store
 
 log = structlog.get_logger(__name__)

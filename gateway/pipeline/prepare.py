@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway import mime
 from gateway.config import MimeSettings
-from gateway.policy_store import rules_for
+from gateway.pipeline.policy_store import rules_for
 from gateway.rules.policy import Outcome, Rule
 from gateway.rules.recognize import DossierFacts, Options
 from gateway.rules.stage import Envelope, Planned, plan
