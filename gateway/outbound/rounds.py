@@ -18,7 +18,7 @@ from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.outbound import queue
+from gateway.outbound import attempts, queue
 from gateway.outbound.base import DeliveryError, Outgoing
 from gateway.outbound.kinds import concurrency
 from gateway.store.db import Store
@@ -51,7 +51,7 @@ class Job:
     """A claimed delivery. Its blob is read only when it starts: claims are taken ahead, and
     holding every claimed document's bytes would cost memory for nothing."""
 
-    claim: queue.Claim
+    claim: attempts.Claim
     target: Target
     row: _DocRow
 
@@ -83,7 +83,7 @@ class Job:
 class Outcome:
     """How an attempt ended: `error` None means the package has it under `ref`."""
 
-    claim: queue.Claim
+    claim: attempts.Claim
     ref: str = ""
     error: DeliveryError | None = None
 
@@ -91,11 +91,11 @@ class Outcome:
 @dataclass
 class Round:
     outcomes: list[Outcome] = field(default_factory=list)
-    renew: list[queue.Claim] = field(default_factory=list)
+    renew: list[attempts.Claim] = field(default_factory=list)
     # Stopped before anything could have left: claimable at once, not uncertain.
-    release: list[queue.Claim] = field(default_factory=list)
+    release: list[attempts.Claim] = field(default_factory=list)
     # Stopped while handing over: claimable at once, uncertain.
-    expire: list[queue.Claim] = field(default_factory=list)
+    expire: list[attempts.Claim] = field(default_factory=list)
     # Claims held (queued or running) per integration; None claims nothing (shutting down).
     held: Mapping[int, int] | None = None
 
@@ -103,7 +103,7 @@ class Round:
 @dataclass
 class Result:
     owned: list[bool]
-    lost: list[queue.Claim]
+    lost: list[attempts.Claim]
     jobs: list[Job]
 
 
@@ -113,11 +113,11 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
         targets = _targets(session)
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
         owned = _record(session, work.outcomes, settings)
-        lost = [c for c in work.renew if not queue.renew(session, c, settings.lease)]
+        lost = [c for c in work.renew if not attempts.renew(session, c, settings.lease)]
         for claim in work.release:
-            queue.release(session, claim)
+            attempts.release(session, claim)
         for claim in work.expire:
-            queue.expire(session, claim)
+            attempts.expire(session, claim)
         claims = [] if work.held is None else _claim(session, settings, targets, work.held)
         rows = _rows(session, [c.delivery_id for c in claims])
     jobs = [Job(c, targets[c.integration_id], rows[c.delivery_id]) for c in claims]
@@ -129,11 +129,11 @@ def _record(session: Session, outcomes: list[Outcome], settings: DeliverySetting
     owned = [False] * len(outcomes)
     sent = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
     accepted = [(outcomes[i].claim, outcomes[i].ref) for i in sent]
-    for i, ours in zip(sent, queue.complete_many(session, accepted), strict=True):
+    for i, ours in zip(sent, attempts.complete_many(session, accepted), strict=True):
         owned[i] = ours
     for i, outcome in enumerate(outcomes):
         if outcome.error is not None:
-            owned[i] = queue.fail(session, outcome.claim, outcome.error, settings)
+            owned[i] = attempts.fail(session, outcome.claim, outcome.error, settings)
     return owned
 
 
@@ -147,12 +147,12 @@ def _claim(
     settings: DeliverySettings,
     targets: dict[int, Target],
     held: Mapping[int, int],
-) -> list[queue.Claim]:
-    claims: list[queue.Claim] = []
+) -> list[attempts.Claim]:
+    claims: list[attempts.Claim] = []
     for target in targets.values():
         room = AHEAD * target.limit - held.get(target.id, 0)
         if room > 0:
-            claims += queue.claim(session, settings.lease, room, integration_id=target.id)
+            claims += attempts.claim(session, settings.lease, room, integration_id=target.id)
     return claims
 
 

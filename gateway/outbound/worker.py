@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from gateway import metrics
 from gateway.config import DeliverySettings
 from gateway.intake.crashpoint import crashpoint
-from gateway.outbound import queue, rounds
+from gateway.outbound import attempts, rounds
 from gateway.outbound.base import (
     Adapter,
     DeliveryError,
@@ -85,7 +85,7 @@ class DeliveryRunner:
         self._outcomes: list[Outcome] = []
         # Every claim not yet recorded (waiting, running or finished), by delivery id, with
         # when its lease was last renewed.
-        self._held: dict[int, tuple[queue.Claim, float]] = {}
+        self._held: dict[int, tuple[attempts.Claim, float]] = {}
         self._turn = 0
         self._stopping = False
         self._db: ThreadPoolExecutor | None = None
@@ -163,7 +163,7 @@ class DeliveryRunner:
             self._limits[job.target.id] = job.target.limit
             self._backlog.setdefault(job.target.id, deque()).append(job)
 
-    def _due_renewals(self) -> list[queue.Claim]:
+    def _due_renewals(self) -> list[attempts.Claim]:
         """Leases renewed a third of a lease ago, so nobody takes a live attempt over."""
         now = time.monotonic()
         due = [c for c, at in self._held.values() if now - at >= self.settings.lease / 3]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from gateway.config import DeliverySettings
-from gateway.outbound import queue, rounds
+from gateway.outbound import attempts, queue, rounds
 from gateway.outbound.base import TransientError
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import (
@@ -77,7 +77,7 @@ def test_one_round_records_every_outcome_in_one_commit_each_fenced_with_its_even
     *sent, failed = claimed.jobs
     outcomes = [rounds.Outcome(job.claim, ref=f"/drop/{job.row.filename}") for job in sent]
     refused = rounds.Outcome(failed.claim, error=TransientError("connect-failed", "refused"))
-    stale = rounds.Outcome(queue.Claim(sent[0].claim.delivery_id, "stale", 1), ref="x")
+    stale = rounds.Outcome(attempts.Claim(sent[0].claim.delivery_id, "stale", 1), ref="x")
     result = rounds.run(store, SETTINGS, rounds.Round(outcomes=[*outcomes, refused, stale]))
     assert commits == [1]
     assert result.owned == [True] * 5 + [False]
