@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, Table, bindparam, or_, select, update
+from sqlalchemy import Connection, Integer, Select, Table, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
@@ -58,6 +58,10 @@ class Claim:
     integration_id: int
     # The previous attempt was cut off while sending: the package may already have the document.
     uncertain: bool = False
+    # What recording the outcome needs without reading the delivery again: its document, and
+    # the attempts before this one (only the attempt that owns the delivery counts them up).
+    document_id: int = 0
+    attempts: int = 0
 
 
 def claim(
@@ -75,36 +79,43 @@ def claim(
         values["b_busy"] = list(busy)
     if integration_id is not None:
         values["b_integration"] = integration_id
-    query = _due(bool(busy), integration_id is not None)
-    rows = session.connection().execute(query, values).all()
-    claims = []
+    connection = session.connection()
+    rows = connection.execute(_due(bool(busy), integration_id is not None), values).all()
+    if not rows:
+        return []
     lease_until = now + timedelta(seconds=lease)
-    for delivery_id, old_attempt, old_state, integration_id, last_code in rows:
-        attempt = str(uuid.uuid4())
-        taken = session.connection().execute(
-            _TAKE,
-            {
-                "b_id": delivery_id,
-                "b_old": old_attempt,
-                "b_new": attempt,
-                "b_lease": lease_until,
-                "b_now": now,
-            },
+    claims = [
+        Claim(
+            row.id,
+            str(uuid.uuid4()),
+            row.integration_id,
+            row.state is DeliveryState.SENDING or row.last_error_code.startswith(UNCERTAIN_PREFIX),
+            row.document_id,
+            row.attempts,
         )
-        if taken.rowcount != 1:
-            continue
-        cut_off = old_state is DeliveryState.SENDING
-        uncertain = cut_off or last_code.startswith(UNCERTAIN_PREFIX)
-        claims.append(Claim(delivery_id, attempt, integration_id, uncertain))
-        if cut_off:
+        for row in rows
+    ]
+    takes = [
+        {
+            "b_id": claim.delivery_id,
+            "b_old": row.attempt_id,
+            "b_new": claim.attempt_id,
+            "b_lease": lease_until,
+            "b_now": now,
+        }
+        for claim, row in zip(claims, rows, strict=True)
+    ]
+    taken = _fenced(connection, _TAKE, takes, claims, DeliveryState.SENDING)
+    for claim, row, ours in zip(claims, rows, taken, strict=True):
+        if ours and row.state is DeliveryState.SENDING:
             _event(
                 session,
                 "delivery_uncertain",
-                session.get_one(Delivery, delivery_id),
-                attempt=attempt,
-                previous_attempt=old_attempt or "",
+                session.get_one(Delivery, claim.delivery_id),
+                attempt=claim.attempt_id,
+                previous_attempt=row.attempt_id or "",
             )
-    return claims
+    return [claim for claim, ours in zip(claims, taken, strict=True) if ours]
 
 
 def renew(session: Session, claim: Claim, lease: float) -> bool:
@@ -135,39 +146,38 @@ def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> li
     """`complete` for several attempts at once, each fenced by its own attempt id.
 
     Plain statements rather than loaded objects, as this runs for every document delivered:
-    one fenced UPDATE ... RETURNING per attempt, then one status update and one insert of
-    events for all the attempts that were still ours.
+    one fenced UPDATE for every attempt (one executemany), then one status update and one
+    insert of events for all the attempts that were still ours.
     """
+    if not accepted:
+        return []
     now = utcnow()
     connection = session.connection()
-    owned, documents, events = [], [], []
-    for claim, remote_ref in accepted:
-        row = connection.execute(
-            _COMPLETE,
-            {
-                "b_id": claim.delivery_id,
-                "b_attempt": claim.attempt_id,
-                "b_ref": remote_ref,
-                "b_now": now,
-            },
-        ).one_or_none()
-        owned.append(row is not None)
-        if row is None:
+    claims = [claim for claim, _ in accepted]
+    params = [
+        {"b_id": claim.delivery_id, "b_attempt": claim.attempt_id, "b_ref": ref, "b_now": now}
+        for claim, ref in accepted
+    ]
+    owned = _fenced(connection, _COMPLETE, params, claims, DeliveryState.SENT)
+    documents, events = [], []
+    for (claim, remote_ref), ours in zip(accepted, owned, strict=True):
+        if not ours:
             _superseded(session, claim, "sent", remote_ref=remote_ref)
             continue
-        document_id, attempts = row
-        documents.append(document_id)
+        documents.append(claim.document_id)
         extra = {"uncertain": "yes"} if claim.uncertain else {}
-        detail = {"attempt": claim.attempt_id, "number": str(attempts), "outcome": "sent", **extra}
         events.append(
             {
                 "at": now,
                 "kind": "delivery_attempt",
-                "document_id": document_id,
+                "document_id": claim.document_id,
                 "delivery_id": claim.delivery_id,
                 "detail": {
                     **_integration_detail(session, claim.integration_id),
-                    **detail,
+                    "attempt": claim.attempt_id,
+                    "number": str(claim.attempts + 1),
+                    "outcome": "sent",
+                    **extra,
                     "remote_ref": remote_ref,
                 },
             }
@@ -178,6 +188,27 @@ def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> li
             raise NotSendable(f"documents {documents} cannot all go to {DocStatus.SENT}")
         connection.execute(_EVENTS.insert(), events)
     return owned
+
+
+def _fenced(
+    connection: Connection,
+    statement: Update,
+    params: list[dict[str, Any]],
+    claims: Sequence[Claim],
+    state: DeliveryState,
+) -> list[bool]:
+    """Run a write fenced by each claim's attempt id for all of them in one executemany;
+    which claims it applied to (the delivery is then in `state` under the claim's attempt).
+
+    The rows written add up to all of them unless one was taken over meanwhile, which is
+    rare: only then (or with a driver that cannot count an executemany) one read says which.
+    """
+    written = connection.execute(statement, params).rowcount
+    if written == len(params) and connection.dialect.supports_sane_multi_rowcount:
+        return [True] * len(params)
+    ids = [claim.delivery_id for claim in claims]
+    now_held = dict(connection.execute(_HELD, {"b_ids": ids, "b_state": state}).all())
+    return [now_held.get(claim.delivery_id) == claim.attempt_id for claim in claims]
 
 
 def fail(session: Session, claim: Claim, error: DeliveryError, settings: DeliverySettings) -> bool:
@@ -291,6 +322,8 @@ def _due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
         table.c.state,
         table.c.integration_id,
         table.c.last_error_code,
+        table.c.document_id,
+        table.c.attempts,
     ).where(
         or_(
             table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])
@@ -304,7 +337,7 @@ def _due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
         query = query.where(table.c.integration_id == bindparam("b_integration"))
     return (
         query.order_by(table.c.next_attempt_at, table.c.id)
-        .limit(bindparam("b_limit", type_=Integer, literal_execute=True))
+        .limit(bindparam("b_limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
 
@@ -338,7 +371,11 @@ _COMPLETE = (
         lease_until=None,
         updated_at=bindparam("b_now"),
     )
-    .returning(_DELIVERIES.c.document_id, _DELIVERIES.c.attempts)
+)
+# Which attempt holds each of some deliveries in a given state.
+_HELD = select(_DELIVERIES.c.id, _DELIVERIES.c.attempt_id).where(
+    _DELIVERIES.c.id.in_(bindparam("b_ids", expanding=True)),
+    _DELIVERIES.c.state == bindparam("b_state"),
 )
 _MARK_SENT = (
     update(_DOCUMENTS)
