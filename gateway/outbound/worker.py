@@ -101,12 +101,11 @@ class DeliveryRunner:
                 self.wake.clear()
                 await self._round()
                 self._start_jobs()
-                if not self._outcomes:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancellation that races its timeout, and the runner would never stop.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._pause()):
-                            await self.wake.wait()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races its timeout, and the runner would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._pause()):
+                        await self.wake.wait()
         finally:
             await self._stop()
 
@@ -121,7 +120,9 @@ class DeliveryRunner:
 
     async def _round(self) -> None:
         work = Round(
-            outcomes=self._outcomes, renew=self._due_renewals(), held=self._held_per_integration()
+            outcomes=self._outcomes,
+            renew=self._due_renewals(),
+            held=self._held_per_integration(self._outcomes),
         )
         self._outcomes = []
         try:
@@ -171,8 +172,12 @@ class DeliveryRunner:
             self._held[claim.delivery_id] = (claim, now)
         return due
 
-    def _held_per_integration(self) -> Counter[int]:
-        return Counter(claim.integration_id for claim, _ in self._held.values())
+    def _held_per_integration(self, recording: list[Outcome]) -> Counter[int]:
+        """Claims per integration still held once the round has recorded `recording`: their
+        slots are free again in the same transaction that claims more."""
+        held = Counter(claim.integration_id for claim, _ in self._held.values())
+        held.subtract(outcome.claim.integration_id for outcome in recording)
+        return held
 
     def _start_jobs(self) -> None:
         """Start waiting jobs within the limits, one integration after the other in turn."""
@@ -206,13 +211,28 @@ class DeliveryRunner:
             return
         self._handing_over.discard(job.claim.delivery_id)
         self._start_jobs()  # the next claimed job need not wait for this outcome's commit
-        self.wake.set()
+        if self._round_due(job.target.id):
+            self.wake.set()
+
+    def _round_due(self, lane: int) -> bool:
+        """Whether a finished delivery calls a round at once, or its outcome waits for the next.
+
+        At once when the runner would otherwise idle or run dry: nothing else is running (a
+        lone delivery is recorded at once), or its lane has fewer claims waiting than it has
+        slots. Under load a round thus records several outcomes in one commit and claims for
+        several slots, instead of one round per document; an outcome waits at most until
+        the lane runs low or the next poll.
+        """
+        return not self._tasks or len(self._backlog.get(lane, ())) < self._limits.get(lane, 1)
 
     async def _deliver(self, job: Job) -> None:
         claim, name = job.claim, job.target.name
         structlog.contextvars.bind_contextvars(doc=job.row.document_id, integration=name)
         try:
-            item = job.outgoing(await asyncio.to_thread(self.store.blobs.get, job.blob))
+            data = job.data
+            if data is None:
+                data = await asyncio.to_thread(self.store.blobs.get, job.blob)
+            item = job.outgoing(data)
             adapter = await self._adapter(job.target)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)
