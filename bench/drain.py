@@ -116,7 +116,7 @@ async def _drain(store: Store, count: int, counts: Counts, sshd_pid: int) -> dic
         while _sent(store) < count and time.monotonic() < deadline:
             if task.done():
                 task.result()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         seconds = time.monotonic() - started
         used = time.process_time() - cpu
         sshd_used = _cpu_seconds(_tree(sshd_pid)) - sshd_cpu

@@ -30,6 +30,9 @@ _DocRow = Row[*tuple[Any, ...]]
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
 # while a round commits, few enough that a second instance on PostgreSQL finds work too.
 AHEAD = 4
+# Bytes of claimed documents a round reads for its jobs: small documents then need no thread
+# hand-off of their own when they start; larger ones are read when they start.
+READ_AHEAD = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed delivery. Its blob is read only when it starts: claims are taken ahead, and
-    holding every claimed document's bytes would cost memory for nothing."""
+    """A claimed delivery. A small document's bytes are read by the round that claimed it, in
+    the round's thread; a large one's only when it starts (`data` None), as claims are taken
+    ahead and holding every claimed document's bytes would cost memory for nothing."""
 
     claim: attempts.Claim
     target: Target
     row: _DocRow
+    data: bytes | None = None
 
     @property
     def blob(self) -> str:
@@ -120,8 +125,22 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             attempts.expire(session, claim)
         claims = [] if work.held is None else _claim(session, settings, targets, work.held)
         rows = _rows(session, [c.delivery_id for c in claims])
-    jobs = [Job(c, targets[c.integration_id], rows[c.delivery_id]) for c in claims]
+    budget = READ_AHEAD
+    jobs = []
+    for claim in claims:
+        row = rows[claim.delivery_id]
+        data = _read_ahead(store, row) if row.size <= budget else None
+        budget -= len(data or b"")
+        jobs.append(Job(claim, targets[claim.integration_id], row, data))
     return Result(owned, lost, jobs)
+
+
+def _read_ahead(store: Store, row: _DocRow) -> bytes | None:
+    """The document's bytes, or None to leave it to the job (which then reports the error)."""
+    try:
+        return store.blobs.get(row.blob_sha256)
+    except (OSError, ValueError):
+        return None
 
 
 def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
@@ -178,6 +197,7 @@ _ROWS = (
         _DOCUMENTS.c.filename,
         _DOCUMENTS.c.media_type,
         _DOCUMENTS.c.blob_sha256,
+        _DOCUMENTS.c.size,
         _DOCUMENTS.c.facts,
         _DOSSIERS.c.slug,
         _DOSSIERS.c.accounting_file_id,
