@@ -10,6 +10,7 @@ before the runner sends a byte of them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -29,7 +30,7 @@ _DocRow = Row[*tuple[Any, ...]]
 
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
 # while a round commits, few enough that a second instance on PostgreSQL finds work too.
-AHEAD = 4
+AHEAD = 8
 # Bytes of claimed documents a round reads for its jobs: small documents then need no thread
 # hand-off of their own when they start; larger ones are read when they start.
 READ_AHEAD = 4 * 1024 * 1024
@@ -110,6 +111,10 @@ class Result:
     owned: list[bool]
     lost: list[attempts.Claim]
     jobs: list[Job]
+    # Integrations the round claimed for, and those of them with nothing more due: claiming
+    # for these again before new work is queued (or the poll) would find nothing.
+    asked: set[int] = field(default_factory=set)
+    dry: set[int] = field(default_factory=set)
 
 
 def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
@@ -123,7 +128,8 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             attempts.release(session, claim)
         for claim in work.expire:
             attempts.expire(session, claim)
-        claims = [] if work.held is None else _claim(session, settings, targets, work.held)
+        rooms = {} if work.held is None else _rooms(targets, work.held)
+        claims = _claim(session, settings, rooms)
         rows = _rows(session, [c.delivery_id for c in claims])
     budget = READ_AHEAD
     jobs = []
@@ -132,7 +138,9 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
         data = _read_ahead(store, row) if row.size <= budget else None
         budget -= len(data or b"")
         jobs.append(Job(claim, targets[claim.integration_id], row, data))
-    return Result(owned, lost, jobs)
+    taken = Counter(claim.integration_id for claim in claims)
+    dry = {iid for iid, room in rooms.items() if taken[iid] < room}
+    return Result(owned, lost, jobs, set(rooms), dry)
 
 
 def _read_ahead(store: Store, row: _DocRow) -> bytes | None:
@@ -161,17 +169,18 @@ def _targets(session: Session) -> dict[int, Target]:
     return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
 
 
+def _rooms(targets: dict[int, Target], held: Mapping[int, int]) -> dict[int, int]:
+    """Claims each integration may take: what its lane holds at most, less what it holds."""
+    rooms = {t.id: AHEAD * t.limit - held.get(t.id, 0) for t in targets.values()}
+    return {iid: room for iid, room in rooms.items() if room > 0}
+
+
 def _claim(
-    session: Session,
-    settings: DeliverySettings,
-    targets: dict[int, Target],
-    held: Mapping[int, int],
+    session: Session, settings: DeliverySettings, rooms: dict[int, int]
 ) -> list[attempts.Claim]:
     claims: list[attempts.Claim] = []
-    for target in targets.values():
-        room = AHEAD * target.limit - held.get(target.id, 0)
-        if room > 0:
-            claims += attempts.claim(session, settings.lease, room, integration_id=target.id)
+    for iid, room in rooms.items():
+        claims += attempts.claim(session, settings.lease, room, integration_id=iid)
     return claims
 
 

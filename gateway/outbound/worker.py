@@ -81,6 +81,8 @@ class DeliveryRunner:
         self._running: Counter[int] = Counter()
         self._tasks: dict[asyncio.Task[None], Job] = {}
         self._handing_over: set[int] = set()
+        # Integrations whose last claim found nothing more due.
+        self._dry: set[int] = set()
         self._interrupted: list[Job] = []
         self._outcomes: list[Outcome] = []
         # Every claim not yet recorded (waiting, running or finished), by delivery id, with
@@ -158,6 +160,7 @@ class DeliveryRunner:
             _log_outcome(outcome, owned)
         for claim in result.lost:
             log.warning("lease_lost", delivery=claim.delivery_id, attempt=claim.attempt_id)
+        self._dry = (self._dry - result.asked) | result.dry
         now = time.monotonic()
         for job in result.jobs:
             self._held[job.claim.delivery_id] = (job.claim, now)
@@ -219,11 +222,14 @@ class DeliveryRunner:
 
         At once when the runner would otherwise idle or run dry: nothing else is running (a
         lone delivery is recorded at once), or its lane has fewer claims waiting than it has
-        slots. Under load a round thus records several outcomes in one commit and claims for
-        several slots, instead of one round per document; an outcome waits at most until
-        the lane runs low or the next poll.
+        slots while more may be due. Under load a round thus records several outcomes in one
+        commit and claims for several slots, instead of one round per document; an outcome
+        waits at most until the lane runs low, new work is queued (`wake`) or the next poll.
         """
-        return not self._tasks or len(self._backlog.get(lane, ())) < self._limits.get(lane, 1)
+        if not self._tasks:
+            return True
+        waiting = len(self._backlog.get(lane, ()))
+        return lane not in self._dry and waiting < self._limits.get(lane, 1)
 
     async def _deliver(self, job: Job) -> None:
         claim, name = job.claim, job.target.name

@@ -109,3 +109,16 @@ def test_a_round_without_claims_takes_nothing(store: Store) -> None:
     _queue(store, "drop", 2)
     assert rounds.run(store, SETTINGS, rounds.Round()).jobs == []
     assert len(rounds.run(store, SETTINGS, rounds.Round(held={})).jobs) == 2
+
+
+def test_a_lane_is_dry_when_its_claim_found_less_than_its_room(store: Store) -> None:
+    busy = _queue(store, "busy", rounds.AHEAD * 2 + 1, concurrency=2)
+    quiet = _queue(store, "quiet", 1, concurrency=1)
+    first = rounds.run(store, SETTINGS, rounds.Round(held={}))
+    assert (first.asked, first.dry) == ({busy, quiet}, {quiet})
+    full = {busy: rounds.AHEAD * 2, quiet: rounds.AHEAD}
+    second = rounds.run(store, SETTINGS, rounds.Round(held=full))
+    assert (second.asked, second.dry, second.jobs) == (set(), set(), [])
+    third = rounds.run(store, SETTINGS, rounds.Round(held={busy: rounds.AHEAD * 2 - 2}))
+    assert (third.asked, third.dry) == ({busy, quiet}, {busy, quiet})
+    assert [job.target.id for job in third.jobs] == [busy]
