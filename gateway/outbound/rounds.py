@@ -2,10 +2,10 @@
 
 Every outcome still gets its own fenced write and its own event; a round only shares the
 commit (with SQLite's synchronous=FULL, one fsync) among all the deliveries that finished
-while the previous round ran, as the SMTP door's group commit does for arrivals. There is no
-timer: a lone delivery is recorded at once. Claims are taken per integration, up to what
-its lane may hold, so one backlogged package cannot starve the others, and are committed
-before the runner sends a byte of them.
+since the last one, as the SMTP door's group commit does for arrivals; when the runner calls
+a round is the runner's business. Claims are taken per integration, up to what its lane may
+hold, so one backlogged package cannot starve the others, and are committed before the
+runner sends a byte of them.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ One dispatcher owns the database side and works in rounds (`rounds.run`, one tra
 its own thread): record every outcome that came in since the last round, renew the leases
 that need it, and claim more for integrations whose lane runs low. Deliveries run as tasks,
 at most `workers` at once and at most an integration's `concurrency` each, so one slow package
-never holds every worker. A finished delivery wakes the dispatcher at once; so does the rules
-stage when it queues a document (`wake`, which may be set from its thread). Adapters are
-cached per integration, so connections are reused between documents.
+never holds every worker. A finished delivery wakes the dispatcher when the runner would
+otherwise idle or its lane runs low (`_round_due`); the rules stage wakes it whenever it
+queues a document (`wake`, which may be set from its thread). Adapters are cached per
+integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class DeliveryRunner:
                 if claim.delivery_id in self._held:
                     self._held[claim.delivery_id] = (claim, 0.0)
             await asyncio.sleep(self._pause())
+            self.wake.set()  # the outcomes put back are recorded right after the pause
             return
         self._apply(work, result)
 
