@@ -60,10 +60,14 @@ def _queue(store: Store, options: dict[str, Any], count: int) -> None:
             queue.send(session, doc, settings)
 
 
+# Polled on the loop through one kept connection: the poll is the benchmark's own work, and
+# a session and a thread hand-off per poll would show up as the gateway's CPU.
+_SENT = select(func.count()).where(Delivery.state == DeliveryState.SENT)
+
+
 def _sent(store: Store) -> int:
-    with store.session() as session:
-        query = select(func.count()).where(Delivery.state == DeliveryState.SENT)
-        return int(session.scalar(query) or 0)
+    with store.engine.connect() as connection:
+        return int(connection.execute(_SENT).scalar_one())
 
 
 def _tree(root: int) -> Iterator[int]:
@@ -98,26 +102,26 @@ def _cpu_seconds(pids: Iterator[int]) -> float:
 
 async def _drain(store: Store, count: int, counts: Counts, sshd_pid: int) -> dict[str, float]:
     runner = DeliveryRunner(store, DeliverySettings())
-    original = SFTPClientHandler._make_request
+    original = SFTPClientHandler._send_request
 
-    async def counted(self: Any, *args: Any) -> object:
+    def counted(self: Any, *args: Any) -> None:
         counts.requests += 1
-        return await original(self, *args)
+        original(self, *args)
 
-    SFTPClientHandler._make_request = counted  # type: ignore[method-assign]
+    SFTPClientHandler._send_request = counted  # type: ignore[method-assign]
     cpu, sshd_cpu, started = time.process_time(), _cpu_seconds(_tree(sshd_pid)), time.monotonic()
     task = asyncio.create_task(runner.run())
     try:
         deadline = started + 600
-        while await asyncio.to_thread(_sent, store) < count and time.monotonic() < deadline:
+        while _sent(store) < count and time.monotonic() < deadline:
             if task.done():
                 task.result()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         seconds = time.monotonic() - started
         used = time.process_time() - cpu
         sshd_used = _cpu_seconds(_tree(sshd_pid)) - sshd_cpu
     finally:
-        SFTPClientHandler._make_request = original  # type: ignore[method-assign]
+        SFTPClientHandler._send_request = original  # type: ignore[method-assign]
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return {"seconds": seconds, "cpu": used, "sshd": sshd_used}

@@ -4,7 +4,8 @@ As the rules stage does, a thread queues one document at a time (its own transac
 the runner's `wake` set from that thread), every 1/rate seconds whatever the workers do. The
 clock starts when the queueing transaction has committed and stops at the delivered file's
 ctime, which the server's rename sets. No SMTP and no rules stage: this is delivery's share of
-the end-of-DATA latency, with the daemon's default delivery settings.
+the end-of-DATA latency, with the daemon's default delivery settings. The CPU per document is
+the runner's own threads' (event loop and database), not the queueing thread's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.store.models import DocType, Document, Dossier, Integration
 
 DOCUMENT = b"<?xml version='1.0'?><Invoice>" + b"x" * 1800 + b"</Invoice>\n"
 LAND_TIMEOUT = 120.0
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _documents(store: Store, options: dict[str, object], count: int) -> list[int]:
@@ -76,10 +78,22 @@ def _landed(drop: Path) -> dict[int, int]:
     return {int(p.name.split("-", 1)[0]): p.stat().st_ctime_ns for p in drop.glob("*.xml")}
 
 
+def _runner_cpu() -> float:
+    """utime+stime of the threads the runner uses: this one (its loop) and its database's."""
+    total = 0
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.name.startswith("delivery-db"):
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
 async def _measure(
     store: Store, ids: list[int], rate: float, drop: Path
-) -> tuple[dict[int, int], dict[int, int]]:
+) -> tuple[dict[int, int], dict[int, int], float]:
     runner = DeliveryRunner(store, DeliverySettings())
+    cpu = _runner_cpu()
     task = asyncio.create_task(runner.run())
     queued: dict[int, int] = {}
     pacer = threading.Thread(target=lambda: queued.update(_pace(store, runner, ids, rate)))
@@ -93,11 +107,12 @@ async def _measure(
             if not pacer.is_alive() and len(await asyncio.to_thread(_landed, drop)) >= len(ids):
                 break
             await asyncio.sleep(0.2)
+        cpu = _runner_cpu() - cpu
     finally:
         await asyncio.to_thread(pacer.join, LAND_TIMEOUT)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    return queued, _landed(drop)
+    return queued, _landed(drop), cpu
 
 
 def run(workdir: Path, rate: float, seconds: float) -> str:
@@ -121,7 +136,7 @@ def _run(workdir: Path, rate: float, seconds: float) -> str:
             "upload_path": "Paced_import/",
         }
         ids = _documents(store, options, int(rate * seconds))
-        queued, landed = asyncio.run(_measure(store, ids, rate, sshd.root / "Paced_import"))
+        queued, landed, cpu = asyncio.run(_measure(store, ids, rate, sshd.root / "Paced_import"))
     finally:
         store.engine.dispose()
         sshd.stop()
@@ -132,6 +147,7 @@ def _run(workdir: Path, rate: float, seconds: float) -> str:
         ["p90 (ms)", f"{percentile(millis, 0.90):.0f}"],
         ["p99 (ms)", f"{percentile(millis, 0.99):.0f}"],
         ["max (ms)", f"{max(millis, default=float('nan')):.0f}"],
+        ["delivery CPU per document (ms)", f"{1000 * cpu / max(len(millis), 1):.2f}"],
     ]
     title = f"delivery alone: queued -> renamed in sshd drop, {rate:.0f} docs/s for {seconds:.0f} s"
     return table([title, "value"], rows)

@@ -5,6 +5,7 @@ The rendered name is one safe path component, so no document can choose where it
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
@@ -92,6 +93,7 @@ def target_folder(options: Any, item: Outgoing) -> str:
     return str(PurePosixPath(upload) / sub) if sub else (upload.rstrip("/") or ".")
 
 
+@functools.lru_cache(maxsize=256)  # checked for every document, and an office has few paths
 def check_upload_path(path: str) -> str | None:
     """The problem with an upload path, or None: it must stay below the login or drop root."""
     parts = PurePosixPath(path).parts

@@ -2,14 +2,15 @@
 
 Every outcome still gets its own fenced write and its own event; a round only shares the
 commit (with SQLite's synchronous=FULL, one fsync) among all the deliveries that finished
-while the previous round ran, as the SMTP door's group commit does for arrivals. There is no
-timer: a lone delivery is recorded at once. Claims are taken per integration, up to what
-its lane may hold, so one backlogged package cannot starve the others, and are committed
-before the runner sends a byte of them.
+since the last one, as the SMTP door's group commit does for arrivals; when the runner calls
+a round is the runner's business. Claims are taken per integration, up to what its lane may
+hold, so one backlogged package cannot starve the others, and are committed before the
+runner sends a byte of them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -18,7 +19,7 @@ from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.outbound import queue
+from gateway.outbound import attempts, queue
 from gateway.outbound.base import DeliveryError, Outgoing
 from gateway.outbound.kinds import concurrency
 from gateway.store.db import Store
@@ -29,7 +30,10 @@ _DocRow = Row[*tuple[Any, ...]]
 
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
 # while a round commits, few enough that a second instance on PostgreSQL finds work too.
-AHEAD = 4
+AHEAD = 8
+# Bytes of claimed documents a round reads for its jobs: small documents then need no thread
+# hand-off of their own when they start; larger ones are read when they start.
+READ_AHEAD = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,14 @@ class Target:
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed delivery. Its blob is read only when it starts: claims are taken ahead, and
-    holding every claimed document's bytes would cost memory for nothing."""
+    """A claimed delivery. A small document's bytes are read by the round that claimed it, in
+    the round's thread; a large one's only when it starts (`data` None), as claims are taken
+    ahead and holding every claimed document's bytes would cost memory for nothing."""
 
-    claim: queue.Claim
+    claim: attempts.Claim
     target: Target
     row: _DocRow
+    data: bytes | None = None
 
     @property
     def blob(self) -> str:
@@ -83,7 +89,7 @@ class Job:
 class Outcome:
     """How an attempt ended: `error` None means the package has it under `ref`."""
 
-    claim: queue.Claim
+    claim: attempts.Claim
     ref: str = ""
     error: DeliveryError | None = None
 
@@ -91,11 +97,11 @@ class Outcome:
 @dataclass
 class Round:
     outcomes: list[Outcome] = field(default_factory=list)
-    renew: list[queue.Claim] = field(default_factory=list)
+    renew: list[attempts.Claim] = field(default_factory=list)
     # Stopped before anything could have left: claimable at once, not uncertain.
-    release: list[queue.Claim] = field(default_factory=list)
+    release: list[attempts.Claim] = field(default_factory=list)
     # Stopped while handing over: claimable at once, uncertain.
-    expire: list[queue.Claim] = field(default_factory=list)
+    expire: list[attempts.Claim] = field(default_factory=list)
     # Claims held (queued or running) per integration; None claims nothing (shutting down).
     held: Mapping[int, int] | None = None
 
@@ -103,8 +109,12 @@ class Round:
 @dataclass
 class Result:
     owned: list[bool]
-    lost: list[queue.Claim]
+    lost: list[attempts.Claim]
     jobs: list[Job]
+    # Integrations the round claimed for, and those of them with nothing more due: claiming
+    # for these again before new work is queued (or the poll) would find nothing.
+    asked: set[int] = field(default_factory=set)
+    dry: set[int] = field(default_factory=set)
 
 
 def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
@@ -113,15 +123,32 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
         targets = _targets(session)
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
         owned = _record(session, work.outcomes, settings)
-        lost = [c for c in work.renew if not queue.renew(session, c, settings.lease)]
+        lost = [c for c in work.renew if not attempts.renew(session, c, settings.lease)]
         for claim in work.release:
-            queue.release(session, claim)
+            attempts.release(session, claim)
         for claim in work.expire:
-            queue.expire(session, claim)
-        claims = [] if work.held is None else _claim(session, settings, targets, work.held)
+            attempts.expire(session, claim)
+        rooms = {} if work.held is None else _rooms(targets, work.held)
+        claims = _claim(session, settings, rooms)
         rows = _rows(session, [c.delivery_id for c in claims])
-    jobs = [Job(c, targets[c.integration_id], rows[c.delivery_id]) for c in claims]
-    return Result(owned, lost, jobs)
+    budget = READ_AHEAD
+    jobs = []
+    for claim in claims:
+        row = rows[claim.delivery_id]
+        data = _read_ahead(store, row) if row.size <= budget else None
+        budget -= len(data or b"")
+        jobs.append(Job(claim, targets[claim.integration_id], row, data))
+    taken = Counter(claim.integration_id for claim in claims)
+    dry = {iid for iid, room in rooms.items() if taken[iid] < room}
+    return Result(owned, lost, jobs, set(rooms), dry)
+
+
+def _read_ahead(store: Store, row: _DocRow) -> bytes | None:
+    """The document's bytes, or None to leave it to the job (which then reports the error)."""
+    try:
+        return store.blobs.get(row.blob_sha256)
+    except (OSError, ValueError):
+        return None
 
 
 def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
@@ -129,11 +156,11 @@ def _record(session: Session, outcomes: list[Outcome], settings: DeliverySetting
     owned = [False] * len(outcomes)
     sent = [i for i, outcome in enumerate(outcomes) if outcome.error is None]
     accepted = [(outcomes[i].claim, outcomes[i].ref) for i in sent]
-    for i, ours in zip(sent, queue.complete_many(session, accepted), strict=True):
+    for i, ours in zip(sent, attempts.complete_many(session, accepted), strict=True):
         owned[i] = ours
     for i, outcome in enumerate(outcomes):
         if outcome.error is not None:
-            owned[i] = queue.fail(session, outcome.claim, outcome.error, settings)
+            owned[i] = attempts.fail(session, outcome.claim, outcome.error, settings)
     return owned
 
 
@@ -142,17 +169,18 @@ def _targets(session: Session) -> dict[int, Target]:
     return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
 
 
+def _rooms(targets: dict[int, Target], held: Mapping[int, int]) -> dict[int, int]:
+    """Claims each integration may take: what its lane holds at most, less what it holds."""
+    rooms = {t.id: AHEAD * t.limit - held.get(t.id, 0) for t in targets.values()}
+    return {iid: room for iid, room in rooms.items() if room > 0}
+
+
 def _claim(
-    session: Session,
-    settings: DeliverySettings,
-    targets: dict[int, Target],
-    held: Mapping[int, int],
-) -> list[queue.Claim]:
-    claims: list[queue.Claim] = []
-    for target in targets.values():
-        room = AHEAD * target.limit - held.get(target.id, 0)
-        if room > 0:
-            claims += queue.claim(session, settings.lease, room, integration_id=target.id)
+    session: Session, settings: DeliverySettings, rooms: dict[int, int]
+) -> list[attempts.Claim]:
+    claims: list[attempts.Claim] = []
+    for iid, room in rooms.items():
+        claims += attempts.claim(session, settings.lease, room, integration_id=iid)
     return claims
 
 
@@ -178,6 +206,7 @@ _ROWS = (
         _DOCUMENTS.c.filename,
         _DOCUMENTS.c.media_type,
         _DOCUMENTS.c.blob_sha256,
+        _DOCUMENTS.c.size,
         _DOCUMENTS.c.facts,
         _DOSSIERS.c.slug,
         _DOSSIERS.c.accounting_file_id,

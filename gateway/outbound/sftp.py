@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import asyncssh
 import structlog
+from asyncssh import SFTPClientFile
 
 from gateway.outbound.base import (
     DeliveryError,
@@ -159,33 +161,67 @@ async def _upload(link: _Link, folder: str, name: str, item: Outgoing) -> str:
         await _remove_leftovers(sftp, folder, name)
     tmp = f"{folder}/.{name}.{item.attempt_id}.part"
     try:
-        await _write(sftp, tmp, item.data)
-    except asyncssh.SFTPNoSuchFile:
-        # The folder went away since this connection made it: make it again, once.
-        await sftp.makedirs(folder, exist_ok=True)
-        await _write(sftp, tmp, item.data)
+        fh = await _create(sftp, folder, tmp, len(item.data))
+        try:
+            await _in_order(fh.write(item.data), _fsync(fh, tmp))
+        except asyncssh.SFTPError:
+            # Only a refused write: a broken or stalled connection is dropped with its handle.
+            with contextlib.suppress(asyncssh.SFTPError):
+                await fh.close()
+            raise
+        # Renamed right behind the close: the bytes are on the server's disk already.
+        closed, renamed = await _answers(fh.close(), sftp.rename(tmp, final))
     except asyncssh.SFTPError as exc:
         with contextlib.suppress(asyncssh.SFTPError):
             await sftp.remove(tmp)
         raise _sftp_error(exc, folder, "writing") from exc
-    try:
-        await sftp.rename(tmp, final)
-    except asyncssh.SFTPFailure as exc:
+    if isinstance(renamed, asyncssh.SFTPFailure):
         await sftp.remove(tmp)
         if await _holds_same_bytes(sftp, final, item):
             return final
         conflict = f"{final} already exists with other content"
-        raise PermanentError("name-conflict", conflict) from exc
+        raise PermanentError("name-conflict", conflict) from renamed
+    if isinstance(renamed, BaseException):
+        raise renamed
+    if isinstance(closed, BaseException):
+        # The bytes were synced and renamed: the package has the document all the same.
+        log.warning("sftp_close_failed", path=tmp, error=str(closed))
     return final
 
 
-async def _write(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
-    async with sftp.open(path, "wb") as fh:
-        await fh.write(data)
-        try:
-            await fh.fsync()
-        except asyncssh.SFTPOpUnsupported:
-            log.debug("sftp_fsync_unsupported", path=path)
+async def _create(sftp: asyncssh.SFTPClient, folder: str, path: str, size: int) -> SFTPClientFile:
+    """Open `path` for writing. A document that fits one SFTP write is written by one request
+    rather than through asyncssh's parallel writer, which starts a task per block."""
+    block_size = 0 if size <= sftp.limits.max_write_len else -1
+    try:
+        return await sftp.open(path, "wb", block_size=block_size)
+    except asyncssh.SFTPNoSuchFile:
+        # The folder went away since this connection made it: make it again, once.
+        await sftp.makedirs(folder, exist_ok=True)
+        return await sftp.open(path, "wb", block_size=block_size)
+
+
+async def _fsync(fh: SFTPClientFile, path: str) -> None:
+    try:
+        await fh.fsync()
+    except asyncssh.SFTPOpUnsupported:
+        log.debug("sftp_fsync_unsupported", path=path)
+
+
+async def _in_order(*requests: Awaitable[object]) -> None:
+    """Send `requests` back to back and wait for every answer; raise the first error.
+
+    The server handles a session's requests in the order sent, so a write and its fsync, or a
+    close and the rename after it, need one round trip instead of two.
+    """
+    for answer in await _answers(*requests):
+        if isinstance(answer, BaseException):
+            raise answer
+
+
+async def _answers(*requests: Awaitable[object]) -> list[object]:
+    """Every request's answer or error, in order; the requests go out in this order."""
+    return list(await asyncio.gather(*requests, return_exceptions=True))
 
 
 async def _remove_leftovers(sftp: asyncssh.SFTPClient, folder: str, name: str) -> None:

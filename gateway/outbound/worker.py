@@ -4,9 +4,10 @@ One dispatcher owns the database side and works in rounds (`rounds.run`, one tra
 its own thread): record every outcome that came in since the last round, renew the leases
 that need it, and claim more for integrations whose lane runs low. Deliveries run as tasks,
 at most `workers` at once and at most an integration's `concurrency` each, so one slow package
-never holds every worker. A finished delivery wakes the dispatcher at once; so does the rules
-stage when it queues a document (`wake`, which may be set from its thread). Adapters are
-cached per integration, so connections are reused between documents.
+never holds every worker. A finished delivery wakes the dispatcher when the runner would
+otherwise idle or its lane runs low (`_round_due`); the rules stage wakes it whenever it
+queues a document (`wake`, which may be set from its thread). Adapters are cached per
+integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from gateway import metrics
 from gateway.config import DeliverySettings
 from gateway.intake.crashpoint import crashpoint
-from gateway.outbound import queue, rounds
+from gateway.outbound import attempts, rounds
 from gateway.outbound.base import (
     Adapter,
     DeliveryError,
@@ -81,11 +82,13 @@ class DeliveryRunner:
         self._running: Counter[int] = Counter()
         self._tasks: dict[asyncio.Task[None], Job] = {}
         self._handing_over: set[int] = set()
+        # Integrations whose last claim found nothing more due.
+        self._dry: set[int] = set()
         self._interrupted: list[Job] = []
         self._outcomes: list[Outcome] = []
         # Every claim not yet recorded (waiting, running or finished), by delivery id, with
         # when its lease was last renewed.
-        self._held: dict[int, tuple[queue.Claim, float]] = {}
+        self._held: dict[int, tuple[attempts.Claim, float]] = {}
         self._turn = 0
         self._stopping = False
         self._db: ThreadPoolExecutor | None = None
@@ -101,12 +104,11 @@ class DeliveryRunner:
                 self.wake.clear()
                 await self._round()
                 self._start_jobs()
-                if not self._outcomes:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancellation that races its timeout, and the runner would never stop.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._pause()):
-                            await self.wake.wait()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that races its timeout, and the runner would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._pause()):
+                        await self.wake.wait()
         finally:
             await self._stop()
 
@@ -121,7 +123,9 @@ class DeliveryRunner:
 
     async def _round(self) -> None:
         work = Round(
-            outcomes=self._outcomes, renew=self._due_renewals(), held=self._held_per_integration()
+            outcomes=self._outcomes,
+            renew=self._due_renewals(),
+            held=self._held_per_integration(self._outcomes),
         )
         self._outcomes = []
         try:
@@ -134,6 +138,7 @@ class DeliveryRunner:
                 if claim.delivery_id in self._held:
                     self._held[claim.delivery_id] = (claim, 0.0)
             await asyncio.sleep(self._pause())
+            self.wake.set()  # the outcomes put back are recorded right after the pause
             return
         self._apply(work, result)
 
@@ -157,13 +162,14 @@ class DeliveryRunner:
             _log_outcome(outcome, owned)
         for claim in result.lost:
             log.warning("lease_lost", delivery=claim.delivery_id, attempt=claim.attempt_id)
+        self._dry = (self._dry - result.asked) | result.dry
         now = time.monotonic()
         for job in result.jobs:
             self._held[job.claim.delivery_id] = (job.claim, now)
             self._limits[job.target.id] = job.target.limit
             self._backlog.setdefault(job.target.id, deque()).append(job)
 
-    def _due_renewals(self) -> list[queue.Claim]:
+    def _due_renewals(self) -> list[attempts.Claim]:
         """Leases renewed a third of a lease ago, so nobody takes a live attempt over."""
         now = time.monotonic()
         due = [c for c, at in self._held.values() if now - at >= self.settings.lease / 3]
@@ -171,8 +177,12 @@ class DeliveryRunner:
             self._held[claim.delivery_id] = (claim, now)
         return due
 
-    def _held_per_integration(self) -> Counter[int]:
-        return Counter(claim.integration_id for claim, _ in self._held.values())
+    def _held_per_integration(self, recording: list[Outcome]) -> Counter[int]:
+        """Claims per integration still held once the round has recorded `recording`: their
+        slots are free again in the same transaction that claims more."""
+        held = Counter(claim.integration_id for claim, _ in self._held.values())
+        held.subtract(outcome.claim.integration_id for outcome in recording)
+        return held
 
     def _start_jobs(self) -> None:
         """Start waiting jobs within the limits, one integration after the other in turn."""
@@ -206,13 +216,31 @@ class DeliveryRunner:
             return
         self._handing_over.discard(job.claim.delivery_id)
         self._start_jobs()  # the next claimed job need not wait for this outcome's commit
-        self.wake.set()
+        if self._round_due(job.target.id):
+            self.wake.set()
+
+    def _round_due(self, lane: int) -> bool:
+        """Whether a finished delivery calls a round at once, or its outcome waits for the next.
+
+        At once when the runner would otherwise idle or run dry: nothing else is running (a
+        lone delivery is recorded at once), or its lane has fewer claims waiting than it has
+        slots while more may be due. Under load a round thus records several outcomes in one
+        commit and claims for several slots, instead of one round per document; an outcome
+        waits at most until the lane runs low, new work is queued (`wake`) or the next poll.
+        """
+        if not self._tasks:
+            return True
+        waiting = len(self._backlog.get(lane, ()))
+        return lane not in self._dry and waiting < self._limits.get(lane, 1)
 
     async def _deliver(self, job: Job) -> None:
         claim, name = job.claim, job.target.name
         structlog.contextvars.bind_contextvars(doc=job.row.document_id, integration=name)
         try:
-            item = job.outgoing(await asyncio.to_thread(self.store.blobs.get, job.blob))
+            data = job.data
+            if data is None:
+                data = await asyncio.to_thread(self.store.blobs.get, job.blob)
+            item = job.outgoing(data)
             adapter = await self._adapter(job.target)
             if claim.uncertain:
                 log.warning("delivery_uncertain", delivery=claim.delivery_id, doc=item.document_id)

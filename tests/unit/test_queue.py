@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.config import DeliverySettings
-from gateway.outbound import queue
+from gateway.outbound import attempts, queue
 from gateway.outbound.base import PermanentError, RejectedError, TransientError
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import (
@@ -51,16 +51,16 @@ def _document(store: Store, doc_type: DocType | None = DocType.PURCHASE_INVOICE)
         return doc.id
 
 
-def _enqueue_and_claim(store: Store) -> queue.Claim:
+def _enqueue_and_claim(store: Store) -> attempts.Claim:
     doc_id = _document(store)
     with store.session.begin() as session:
         queue.enqueue(session, session.get_one(Document, doc_id), SETTINGS)
     with store.session.begin() as session:
-        (claim,) = queue.claim(session, lease=60, limit=5)
+        (claim,) = attempts.claim(session, lease=60, limit=5)
     return claim
 
 
-def _state(store: Store, claim: queue.Claim) -> tuple[DeliveryState, DocStatus, str]:
+def _state(store: Store, claim: attempts.Claim) -> tuple[DeliveryState, DocStatus, str]:
     with store.session() as session:
         delivery = session.get_one(Delivery, claim.delivery_id)
         return delivery.state, delivery.document.status, delivery.document.status_reason
@@ -69,11 +69,11 @@ def _state(store: Store, claim: queue.Claim) -> tuple[DeliveryState, DocStatus, 
 def test_a_claimed_delivery_cannot_be_claimed_again_until_its_lease_expires(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        assert queue.claim(session, lease=60, limit=5) == []
+        assert attempts.claim(session, lease=60, limit=5) == []
     with store.session.begin() as session:
         session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
     with store.session.begin() as session:
-        (again,) = queue.claim(session, lease=60, limit=5)
+        (again,) = attempts.claim(session, lease=60, limit=5)
     assert again.delivery_id == claim.delivery_id
     assert again.attempt_id != claim.attempt_id
 
@@ -81,7 +81,7 @@ def test_a_claimed_delivery_cannot_be_claimed_again_until_its_lease_expires(stor
 def test_sent_is_final(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.complete(session, claim, "/drop/1-i.xml")
+        attempts.complete(session, claim, "/drop/1-i.xml")
     assert _state(store, claim)[:2] == (DeliveryState.SENT, DocStatus.SENT)
     with store.session.begin() as session:
         doc = session.get_one(Delivery, claim.delivery_id).document
@@ -94,26 +94,26 @@ def test_sent_is_final(store: Store) -> None:
 def test_transient_failure_defers_and_shows_failed_with_reason(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+        attempts.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
     state, status, reason = _state(store, claim)
     assert (state, status) == (DeliveryState.DEFERRED, DocStatus.FAILED)
     assert reason.startswith("connect-failed: refused (retrying at ")
     with store.session.begin() as session:
-        assert queue.claim(session, lease=60, limit=5) == []
+        assert attempts.claim(session, lease=60, limit=5) == []
 
 
 def test_transient_failure_past_the_lifetime_fails_for_good(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
         session.execute(update(Delivery).values(expires_at=utcnow()))
-        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+        attempts.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
     assert _state(store, claim)[:2] == (DeliveryState.FAILED, DocStatus.FAILED)
 
 
 def test_permanent_failure_fails_at_once_and_can_be_requeued_by_hand(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, PermanentError("host-key-mismatch", "changed"), SETTINGS)
+        attempts.fail(session, claim, PermanentError("host-key-mismatch", "changed"), SETTINGS)
     assert _state(store, claim) == (
         DeliveryState.FAILED,
         DocStatus.FAILED,
@@ -129,7 +129,7 @@ def test_permanent_failure_fails_at_once_and_can_be_requeued_by_hand(store: Stor
 def test_rejected_is_final(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, RejectedError("invalid-vat", "unknown VAT code"), SETTINGS)
+        attempts.fail(session, claim, RejectedError("invalid-vat", "unknown VAT code"), SETTINGS)
     assert _state(store, claim)[:2] == (DeliveryState.REJECTED, DocStatus.REJECTED)
     with store.session.begin() as session:
         doc = session.get_one(Delivery, claim.delivery_id).document
@@ -146,16 +146,16 @@ def test_unrecognised_documents_cannot_be_sent(store: Store) -> None:
 def test_release_returns_an_interrupted_attempt_at_once(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.release(session, claim)
+        attempts.release(session, claim)
     with store.session.begin() as session:
-        (again,) = queue.claim(session, lease=60, limit=5)
+        (again,) = attempts.claim(session, lease=60, limit=5)
     assert again.delivery_id == claim.delivery_id
 
 
 def test_backoff_doubles_within_jitter_and_is_capped() -> None:
-    assert 48 <= queue.backoff(1, SETTINGS) <= 72
-    assert 96 <= queue.backoff(2, SETTINGS) <= 144
-    assert queue.backoff(20, SETTINGS) <= 600 * 1.2
+    assert 48 <= attempts.backoff(1, SETTINGS) <= 72
+    assert 96 <= attempts.backoff(2, SETTINGS) <= 144
+    assert attempts.backoff(20, SETTINGS) <= 600 * 1.2
 
 
 def _expire_lease(store: Store) -> None:
@@ -175,14 +175,14 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owners_result(
     stale = _enqueue_and_claim(store)
     _expire_lease(store)
     with store.session.begin() as session:
-        (fresh,) = queue.claim(session, lease=60, limit=5)
+        (fresh,) = attempts.claim(session, lease=60, limit=5)
     with store.session.begin() as session:
-        assert queue.complete(session, fresh, "/drop/1-i.xml")
+        assert attempts.complete(session, fresh, "/drop/1-i.xml")
     with store.session.begin() as session:
         error = TransientError("connect-failed", "refused")
-        assert not queue.fail(session, stale, error, SETTINGS)
+        assert not attempts.fail(session, stale, error, SETTINGS)
     with store.session.begin() as session:
-        assert not queue.complete(session, stale, "/drop/other")
+        assert not attempts.complete(session, stale, "/drop/other")
     with store.session() as session:
         delivery = session.get_one(Delivery, fresh.delivery_id)
         assert (delivery.state, delivery.remote_ref, delivery.attempts) == (
@@ -202,11 +202,11 @@ def test_a_stale_worker_cannot_fail_a_delivery_the_new_owner_still_holds(store: 
     stale = _enqueue_and_claim(store)
     _expire_lease(store)
     with store.session.begin() as session:
-        (fresh,) = queue.claim(session, lease=60, limit=5)
+        (fresh,) = attempts.claim(session, lease=60, limit=5)
     with store.session.begin() as session:
-        assert not queue.fail(session, stale, PermanentError("auth-failed", "no"), SETTINGS)
-        assert not queue.renew(session, stale, 60)
-        assert queue.renew(session, fresh, 60)
+        assert not attempts.fail(session, stale, PermanentError("auth-failed", "no"), SETTINGS)
+        assert not attempts.renew(session, stale, 60)
+        assert attempts.renew(session, fresh, 60)
     assert _state(store, fresh)[:2] == (DeliveryState.SENDING, DocStatus.INBOX)
 
 
@@ -215,7 +215,7 @@ def test_sending_found_after_an_expired_lease_is_claimed_as_uncertain(store: Sto
     assert not first.uncertain
     _expire_lease(store)
     with store.session.begin() as session:
-        (again,) = queue.claim(session, lease=60, limit=5)
+        (again,) = attempts.claim(session, lease=60, limit=5)
     assert again.uncertain
     (event,) = _events(store, "delivery_uncertain")
     assert event["previous_attempt"] == first.attempt_id
@@ -226,18 +226,18 @@ def test_sending_found_after_an_expired_lease_is_claimed_as_uncertain(store: Sto
 def test_expire_hands_an_interrupted_handover_back_at_once_as_uncertain(store: Store) -> None:
     first = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.expire(session, first)
+        attempts.expire(session, first)
     with store.session.begin() as session:
-        (again,) = queue.claim(session, lease=60, limit=5)
+        (again,) = attempts.claim(session, lease=60, limit=5)
     assert again.uncertain
 
 
 def test_released_attempts_are_not_uncertain(store: Store) -> None:
     first = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.release(session, first)
+        attempts.release(session, first)
     with store.session.begin() as session:
-        (again,) = queue.claim(session, lease=60, limit=5)
+        (again,) = attempts.claim(session, lease=60, limit=5)
     assert not again.uncertain
 
 
@@ -246,21 +246,21 @@ def test_every_attempt_is_an_event_with_integration_outcome_code_and_reason(
 ) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+        attempts.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
     with store.session.begin() as session:
         session.execute(update(Delivery).values(next_attempt_at=utcnow()))
     with store.session.begin() as session:
-        (second,) = queue.claim(session, lease=60, limit=5)
-        queue.complete(session, second, "/drop/1-i.xml")
-    attempts = _events(store, "delivery_attempt")
+        (second,) = attempts.claim(session, lease=60, limit=5)
+        attempts.complete(session, second, "/drop/1-i.xml")
+    recorded = _events(store, "delivery_attempt")
     assert [
         (a["integration"], a["number"], a["outcome"], a.get("code"), a.get("reason"))
-        for a in attempts
+        for a in recorded
     ] == [
         ("drop", "1", "deferred", "connect-failed", "refused"),
         ("drop", "2", "sent", None, None),
     ]
-    assert attempts[1]["remote_ref"] == "/drop/1-i.xml"
+    assert recorded[1]["remote_ref"] == "/drop/1-i.xml"
 
 
 def test_claim_skips_integrations_that_are_busy(store: Store) -> None:
@@ -270,9 +270,9 @@ def test_claim_skips_integrations_that_are_busy(store: Store) -> None:
         queue.enqueue(session, doc, SETTINGS)
         busy = {doc.dossier.integration_id}
     with store.session.begin() as session:
-        assert queue.claim(session, lease=60, limit=5, busy=busy) == []
+        assert attempts.claim(session, lease=60, limit=5, busy=busy) == []
     with store.session.begin() as session:
-        assert len(queue.claim(session, lease=60, limit=5, busy={999})) == 1
+        assert len(attempts.claim(session, lease=60, limit=5, busy={999})) == 1
 
 
 def test_claim_for_one_integration_takes_none_of_another(store: Store) -> None:
@@ -283,16 +283,16 @@ def test_claim_for_one_integration_takes_none_of_another(store: Store) -> None:
         mine = doc.dossier.integration_id
     assert mine is not None
     with store.session.begin() as session:
-        assert queue.claim(session, lease=60, limit=5, integration_id=mine + 1) == []
+        assert attempts.claim(session, lease=60, limit=5, integration_id=mine + 1) == []
     with store.session.begin() as session:
-        (claim,) = queue.claim(session, lease=60, limit=5, integration_id=mine)
+        (claim,) = attempts.claim(session, lease=60, limit=5, integration_id=mine)
     assert claim.integration_id == mine
 
 
 def test_send_takes_inbox_documents_and_points_failed_ones_to_retry(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+        attempts.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
     with store.session.begin() as session:
         doc = session.get_one(Delivery, claim.delivery_id).document
         with pytest.raises(queue.NotSendable, match="gateway doc retry"):
@@ -302,13 +302,13 @@ def test_send_takes_inbox_documents_and_points_failed_ones_to_retry(store: Store
 def test_retry_pulls_a_deferred_delivery_forward(store: Store) -> None:
     claim = _enqueue_and_claim(store)
     with store.session.begin() as session:
-        queue.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
+        attempts.fail(session, claim, TransientError("connect-failed", "refused"), SETTINGS)
     with store.session.begin() as session:
-        assert queue.claim(session, lease=60, limit=5) == []
+        assert attempts.claim(session, lease=60, limit=5) == []
         doc = session.get_one(Delivery, claim.delivery_id).document
         queue.retry(session, doc, SETTINGS)
     with store.session.begin() as session:
-        assert len(queue.claim(session, lease=60, limit=5)) == 1
+        assert len(attempts.claim(session, lease=60, limit=5)) == 1
 
 
 def test_retry_refuses_documents_that_did_not_fail(store: Store) -> None:
@@ -325,7 +325,7 @@ def test_archive_only_after_sent(store: Store) -> None:
         doc = session.get_one(Delivery, claim.delivery_id).document
         with pytest.raises(queue.NotSendable, match="only sent documents"):
             queue.archive(session, doc)
-        queue.complete(session, claim, "/drop/1-i.xml")
+        attempts.complete(session, claim, "/drop/1-i.xml")
     with store.session.begin() as session:
         doc = session.get_one(Delivery, claim.delivery_id).document
         assert queue.archive(session, doc)

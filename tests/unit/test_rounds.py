@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from gateway.config import DeliverySettings
-from gateway.outbound import queue, rounds
+from gateway.outbound import attempts, queue, rounds
 from gateway.outbound.base import TransientError
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import (
@@ -77,7 +77,7 @@ def test_one_round_records_every_outcome_in_one_commit_each_fenced_with_its_even
     *sent, failed = claimed.jobs
     outcomes = [rounds.Outcome(job.claim, ref=f"/drop/{job.row.filename}") for job in sent]
     refused = rounds.Outcome(failed.claim, error=TransientError("connect-failed", "refused"))
-    stale = rounds.Outcome(queue.Claim(sent[0].claim.delivery_id, "stale", 1), ref="x")
+    stale = rounds.Outcome(attempts.Claim(sent[0].claim.delivery_id, "stale", 1), ref="x")
     result = rounds.run(store, SETTINGS, rounds.Round(outcomes=[*outcomes, refused, stale]))
     assert commits == [1]
     assert result.owned == [True] * 5 + [False]
@@ -109,3 +109,16 @@ def test_a_round_without_claims_takes_nothing(store: Store) -> None:
     _queue(store, "drop", 2)
     assert rounds.run(store, SETTINGS, rounds.Round()).jobs == []
     assert len(rounds.run(store, SETTINGS, rounds.Round(held={})).jobs) == 2
+
+
+def test_a_lane_is_dry_when_its_claim_found_less_than_its_room(store: Store) -> None:
+    busy = _queue(store, "busy", rounds.AHEAD * 2 + 1, concurrency=2)
+    quiet = _queue(store, "quiet", 1, concurrency=1)
+    first = rounds.run(store, SETTINGS, rounds.Round(held={}))
+    assert (first.asked, first.dry) == ({busy, quiet}, {quiet})
+    full = {busy: rounds.AHEAD * 2, quiet: rounds.AHEAD}
+    second = rounds.run(store, SETTINGS, rounds.Round(held=full))
+    assert (second.asked, second.dry, second.jobs) == (set(), set(), [])
+    third = rounds.run(store, SETTINGS, rounds.Round(held={busy: rounds.AHEAD * 2 - 2}))
+    assert (third.asked, third.dry) == ({busy, quiet}, {busy, quiet})
+    assert [job.target.id for job in third.jobs] == [busy]

@@ -1,4 +1,5 @@
-"""The delivery runner: woken from another thread as the rules stage wakes it, and a
+"""The delivery runner: woken from another thread as the rules stage wakes it, a backlog
+recorded a round of several documents at a time without waiting for the poll, and a
 document whose bytes cannot be read is a failed attempt, not a lost delivery."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
@@ -28,15 +29,16 @@ def _store(tmp_path: Path) -> Store:
     return store
 
 
-def _queue_one(store: Store) -> None:
+def _queue_one(store: Store, n: int = 0) -> None:
     with store.session.begin() as session:
         dossier = session.scalars(select(Dossier)).one()
+        data = f"<Invoice n='{n}'/>".encode() if n else b"<Invoice/>"
         doc = Document(
             dossier=dossier,
-            filename="i.xml",
+            filename=f"i{n or ''}.xml",
             media_type="application/xml",
-            blob_sha256=store.blobs.put(b"<Invoice/>"),
-            size=10,
+            blob_sha256=store.blobs.put(data),
+            size=len(data),
             doc_type=DocType.PURCHASE_INVOICE,
         )
         session.add(doc)
@@ -72,6 +74,35 @@ def test_a_document_queued_by_another_thread_is_delivered_without_waiting_for_th
 
     assert asyncio.run(scenario()) == [DeliveryState.SENT]
     assert (tmp_path / "Invoice_import" / "1-i.xml").read_bytes() == b"<Invoice/>"
+
+
+def test_a_backlog_is_recorded_several_documents_per_commit_and_the_last_without_the_poll(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    count = 60
+    for n in range(1, count + 1):
+        _queue_one(store, n)
+    commits = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    runner = DeliveryRunner(store, SLOW_POLL)
+
+    async def scenario() -> list[DeliveryState]:
+        task = asyncio.create_task(runner.run())
+        async with asyncio.timeout(20):  # far shorter than the poll
+            while (states := await asyncio.to_thread(_states, store)).count(
+                DeliveryState.SENT
+            ) < count:
+                await asyncio.sleep(0.05)
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        return states
+
+    assert asyncio.run(scenario()) == [DeliveryState.SENT] * count
+    assert len(list((tmp_path / "Invoice_import").iterdir())) == count
+    # One commit per round; a round per finished document would be about one per two.
+    assert len(commits) < count / 5
 
 
 def test_a_document_whose_blob_is_gone_is_deferred_with_the_reason(tmp_path: Path) -> None:
