@@ -39,6 +39,10 @@ from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
 
+# Longest a finished delivery's outcome waits for a round to record it while rounds are being
+# batched: until it is recorded a crash leaves the delivery uncertain (checked or resent).
+OUTCOME_DELAY = 0.05
+
 
 class Wake(asyncio.Event):
     """An event that any thread may set.
@@ -92,6 +96,7 @@ class DeliveryRunner:
         self._turn = 0
         self._stopping = False
         self._db: ThreadPoolExecutor | None = None
+        self._record_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Deliver until cancelled; then give back what was claimed and record what finished."""
@@ -122,6 +127,9 @@ class DeliveryRunner:
         return min(self.settings.poll_interval, self.settings.lease / 3)
 
     async def _round(self) -> None:
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
         work = Round(
             outcomes=self._outcomes,
             renew=self._due_renewals(),
@@ -218,6 +226,13 @@ class DeliveryRunner:
         self._start_jobs()  # the next claimed job need not wait for this outcome's commit
         if self._round_due(job.target.id):
             self.wake.set()
+        elif self._record_timer is None:
+            loop = asyncio.get_running_loop()
+            self._record_timer = loop.call_later(OUTCOME_DELAY, self._record_due)
+
+    def _record_due(self) -> None:
+        self._record_timer = None
+        self.wake.set()
 
     def _round_due(self, lane: int) -> bool:
         """Whether a finished delivery calls a round at once, or its outcome waits for the next.
@@ -226,7 +241,7 @@ class DeliveryRunner:
         lone delivery is recorded at once), or its lane has fewer claims waiting than it has
         slots while more may be due. Under load a round thus records several outcomes in one
         commit and claims for several slots, instead of one round per document; an outcome
-        waits at most until the lane runs low, new work is queued (`wake`) or the next poll.
+        waits at most `OUTCOME_DELAY` (or less: the lane runs low, new work is queued).
         """
         if not self._tasks:
             return True
@@ -273,6 +288,8 @@ class DeliveryRunner:
         """Stop running deliveries, then one last round: record what finished, expire what
         was handing over (uncertain) and release what never started."""
         self._stopping = True
+        if self._record_timer is not None:
+            self._record_timer.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

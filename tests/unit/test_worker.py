@@ -8,10 +8,12 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import event, select
 
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
+from gateway.outbound.base import Outgoing
 from gateway.outbound.worker import DeliveryRunner
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, DeliveryState, DocType, Document, Dossier, Integration
@@ -103,6 +105,51 @@ def test_a_backlog_is_recorded_several_documents_per_commit_and_the_last_without
     assert len(list((tmp_path / "Invoice_import").iterdir())) == count
     # One commit per round; a round per finished document would be about one per two.
     assert len(commits) < count / 5
+
+
+class HeldAdapter:
+    """Delivers document `quick` at once and holds every other until `release` is set."""
+
+    def __init__(self, quick: int) -> None:
+        self.quick = quick
+        self.release = asyncio.Event()
+
+    async def deliver(self, item: Outgoing) -> str:
+        if item.document_id != self.quick:
+            await self.release.wait()
+        return f"ref-{item.document_id}"
+
+    async def close(self) -> None:
+        return None
+
+
+def test_an_outcome_is_recorded_soon_while_a_busy_lane_keeps_its_rounds_batched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deliveries still running and a lane full of claims batch rounds, but a finished
+    delivery's outcome does not wait for the poll: until recorded, a crash leaves it
+    uncertain."""
+    store = _store(tmp_path)
+    for n in range(1, 41):
+        _queue_one(store, n)
+    adapter = HeldAdapter(quick=1)
+    monkeypatch.setattr("gateway.outbound.worker.make_adapter", lambda *_: adapter)
+    runner = DeliveryRunner(store, SLOW_POLL)
+
+    async def scenario() -> list[DeliveryState]:
+        task = asyncio.create_task(runner.run())
+        async with asyncio.timeout(20):  # far shorter than the poll
+            while DeliveryState.SENT not in (states := await asyncio.to_thread(_states, store)):
+                await asyncio.sleep(0.05)
+        adapter.release.set()
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        return states
+
+    states = asyncio.run(scenario())
+    assert states.count(DeliveryState.SENT) == 1
+    assert states.count(DeliveryState.SENDING) >= 3  # the held ones were still running
 
 
 def test_a_document_whose_blob_is_gone_is_deferred_with_the_reason(tmp_path: Path) -> None:
