@@ -37,9 +37,9 @@ from sqlalchemy import select
 
 from gateway import mime
 from gateway.config import FolderSettings, IntakeSettings
+from gateway.crashpoint import crashpoint
 from gateway.filenames import safe_filename
 from gateway.intake.accept import Envelope, Route, accept_message
-from gateway.intake.crashpoint import crashpoint
 from gateway.intake.senders import allowlist, screen
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from gateway import mime
 from gateway.config import ImapAccountSettings, IntakeSettings
+from gateway.crashpoint import crashpoint
 from gateway.intake import routing
 from gateway.intake.accept import Envelope, Route, accept_message
-from gateway.intake.crashpoint import crashpoint
 from gateway.intake.senders import screen
 from gateway.store.db import Store
 from gateway.store.models import ImapSeen, utcnow

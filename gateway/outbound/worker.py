@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway import metrics
 from gateway.config import DeliverySettings
-from gateway.intake.crashpoint import crashpoint
+from gateway.crashpoint import crashpoint
 from gateway.outbound import attempts, rounds
 from gateway.outbound.base import (
     Adapter,

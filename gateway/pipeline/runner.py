@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.config import ConfigError, DeliverySettings, MimeSettings, RecognitionSettings
-from gateway.intake.crashpoint import crashpoint
+from gateway.crashpoint import crashpoint
 from gateway.pipeline.prepare import Batch, Prepared, prepare
 from gateway.pipeline.write import shunt, write_batch
 from gateway.rules.policy import Rule
