@@ -115,7 +115,7 @@ def _set(session: Session, args: argparse.Namespace) -> int:
 
 
 def _adapter(row: Integration) -> Any:
-    from gateway.outbound.tryton import TrytonAdapter
+    from gateway.outbound.tryton.adapter import TrytonAdapter
 
     opts = parse_options(row.kind, row.options, f"integration {row.name!r}", "")
     assert isinstance(opts, TrytonOptions)
@@ -123,7 +123,7 @@ def _adapter(row: Integration) -> Any:
 
 
 def _check(session: Session, args: argparse.Namespace) -> int:
-    from gateway.outbound.tryton_check import mapping_problems
+    from gateway.outbound.tryton.check import mapping_problems
 
     row = _integration(session, args.integration)
     mapping = parse_mapping(_effective(session, args), f"integration {row.name!r}")

@@ -252,7 +252,7 @@ def _is_loopback(host: str) -> bool:
 def make_adapter(kind: str, name: str, options: dict[str, Any]) -> Adapter:
     opts = parse_options(kind, options, f"integration {name!r}", "")
     if isinstance(opts, TrytonOptions):
-        from gateway.outbound.tryton import TrytonAdapter
+        from gateway.outbound.tryton.adapter import TrytonAdapter
 
         return TrytonAdapter(name, opts)
     if isinstance(opts, DirectoryOptions):

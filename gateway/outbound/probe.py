@@ -198,7 +198,7 @@ async def _http(probe: Probe, opts: HttpOptions) -> None:
 
 async def _tryton(probe: Probe, name: str, opts: TrytonOptions) -> None:
     """One login, never retried: the package locks a user out after five wrong tries."""
-    from gateway.outbound.tryton import TrytonAdapter
+    from gateway.outbound.tryton.adapter import TrytonAdapter
 
     adapter = TrytonAdapter(name, opts)
 

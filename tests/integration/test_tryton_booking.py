@@ -31,7 +31,7 @@ from gateway.booking.mapping import (
 )
 from gateway.booking.read import read_invoice
 from gateway.outbound.base import PermanentError, RejectedError, TransientError
-from gateway.outbound.tryton_rpc import TrytonRpc
+from gateway.outbound.tryton.rpc import TrytonRpc
 from gateway.rules.xmlsafe import parse_xml
 
 pytestmark = pytest.mark.integration

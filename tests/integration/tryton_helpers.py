@@ -11,8 +11,8 @@ from integration.tryton_server import DBNAME, PASSWORD, TrytonServer
 
 from gateway.outbound.base import Outgoing
 from gateway.outbound.kinds import make_adapter
-from gateway.outbound.tryton import TrytonAdapter
-from gateway.outbound.tryton_rpc import TrytonRpc
+from gateway.outbound.tryton.adapter import TrytonAdapter
+from gateway.outbound.tryton.rpc import TrytonRpc
 from gateway.rules.ubl import NotUbl, read_ubl
 from gateway.rules.xmlsafe import parse_xml
 

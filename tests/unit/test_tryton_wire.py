@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from gateway.outbound.base import PermanentError, RejectedError, TransientError
-from gateway.outbound.tryton_errors import rejection
-from gateway.outbound.tryton_rpc import TrytonUserError, _decode, _raise_error, encode
+from gateway.outbound.tryton.errors import rejection
+from gateway.outbound.tryton.rpc import TrytonUserError, _decode, _raise_error, encode
 
 
 def test_tagged_values_round_trip() -> None:

@@ -19,7 +19,7 @@ from gateway.booking.mapping import (
     TAX_RATE_NOT_FOUND,
     BookingRefused,
 )
-from gateway.outbound.tryton_rpc import TrytonRpc, TrytonUserError
+from gateway.outbound.tryton.rpc import TrytonRpc, TrytonUserError
 
 MARKER = "gateway-document-sha256:"
 

@@ -38,10 +38,10 @@ from gateway.outbound.base import (
     RejectedError,
 )
 from gateway.outbound.kinds import TrytonOptions
-from gateway.outbound.tryton_book import balance, book_mapped, read_totals
-from gateway.outbound.tryton_chart import MARKER, attach, find_booked, match_party
-from gateway.outbound.tryton_errors import rejection
-from gateway.outbound.tryton_rpc import LoginRefused, TrytonRpc, TrytonUserError
+from gateway.outbound.tryton.book import balance, book_mapped, read_totals
+from gateway.outbound.tryton.chart import MARKER, attach, find_booked, match_party
+from gateway.outbound.tryton.errors import rejection
+from gateway.outbound.tryton.rpc import LoginRefused, TrytonRpc, TrytonUserError
 from gateway.rules.ubl import CREDIT_NOTE, INVOICE, embedded_pdf
 from gateway.rules.xmlsafe import NotXml, parse_xml
 

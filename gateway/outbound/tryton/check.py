@@ -7,8 +7,8 @@ so the office fixes the mapping before a document is rejected for it.
 from __future__ import annotations
 
 from gateway.booking.mapping import DOC_TYPES, Mapping
-from gateway.outbound.tryton_chart import accounts_by_code
-from gateway.outbound.tryton_rpc import TrytonRpc
+from gateway.outbound.tryton.chart import accounts_by_code
+from gateway.outbound.tryton.rpc import TrytonRpc
 
 ACCOUNT_KEYS = (
     ("purchase_account", "in", "expense"),

@@ -16,7 +16,7 @@ from gateway.booking.mapping import (
     TAX_RATE_NOT_FOUND,
 )
 from gateway.outbound.base import PermanentError, RejectedError
-from gateway.outbound.tryton_rpc import TrytonUserError
+from gateway.outbound.tryton.rpc import TrytonUserError
 
 _FIELD = re.compile(r'for field "([^"]+)"')
 FIELD_CODES = {

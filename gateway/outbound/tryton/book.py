@@ -21,7 +21,7 @@ from gateway.booking.mapping import (
     rounding_account,
     rounding_tax,
 )
-from gateway.outbound.tryton_chart import (
+from gateway.outbound.tryton.chart import (
     MARKER,
     AccountInfo,
     accounts_by_code,
@@ -31,7 +31,7 @@ from gateway.outbound.tryton_chart import (
     pick_line_account,
     taxes_by_name,
 )
-from gateway.outbound.tryton_rpc import TrytonRpc
+from gateway.outbound.tryton.rpc import TrytonRpc
 
 TOTAL_FIELDS = ["untaxed_amount", "tax_amount", "total_amount", "state"]
 
