@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,8 @@ CALM_RUN = 60.0
 EXIT_GRACE = 5.0
 WAKE = "wake"
 RELOAD = "reload"
+# A datagram holds records one per line, up to this many bytes (what a receiver reads at once).
+MAX_DATAGRAM = 4096
 # Variables meant for the daemon alone: systemd talks to the main process only.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 # Nice value of threads doing background work (recognition, database) while other processes
@@ -143,10 +145,13 @@ class ChildPool:
             record = b""
         if not record:
             asyncio.get_running_loop().remove_reader(child.link.fileno())
-        elif record == WAKE.encode():
+            return
+        lines = record.decode(errors="replace").split("\n")
+        for line in lines:
+            if line != WAKE:
+                metrics.replay(line)
+        if WAKE in lines:
             self.wake()
-        else:
-            metrics.replay(record.decode(errors="replace"))
 
     def _forget(self, child: Child) -> None:
         """Drop an exited child; both its watcher and `stop` may get here first."""
@@ -199,18 +204,36 @@ class Link:
         self.gone = gone
         # What the child does with a record from the daemon; None: it expects none.
         self.received: Callable[[str], None] | None = None
-        asyncio.get_running_loop().add_reader(fd, self._readable)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._readable)
+        self._lock = threading.Lock()
+        self._outgoing: list[str] = []
 
     def poke(self) -> None:
         """There is work for the daemon (a message accepted, a document queued)."""
         self.send(WAKE)
 
     def send(self, record: str) -> None:
-        """One record to the daemon; called from threads too. With the buffer full the daemon
-        is behind and already has a wake-up waiting: a count is lost rather than the child
-        blocked. A daemon that is gone is noticed by the reader, on the loop."""
-        with contextlib.suppress(OSError):
-            self.sock.send(record.encode())
+        """One record to the daemon, from any thread. Records sent while the loop is busy
+        leave together at its next turn, lines of one datagram, a wake-up once: a burst of
+        accepted messages costs the daemon one wake-up, not one per message and per count."""
+        with self._lock:
+            first = not self._outgoing
+            if record != WAKE or WAKE not in self._outgoing:
+                self._outgoing.append(record)
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the child is ending
+                self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        """With the buffer full the daemon is behind and already has a wake-up waiting: a
+        count is lost rather than the child blocked. A daemon that is gone is noticed by the
+        reader."""
+        with self._lock:
+            records, self._outgoing = self._outgoing, []
+        for datagram in _datagrams(records):
+            with contextlib.suppress(OSError):
+                self.sock.send(datagram)
 
     def _readable(self) -> None:
         try:
@@ -223,7 +246,23 @@ class Link:
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.gone()
         elif self.received is not None:
-            self.received(data.decode(errors="replace"))
+            for line in data.decode(errors="replace").split("\n"):
+                self.received(line)
+
+
+def _datagrams(records: list[str]) -> Iterator[bytes]:
+    """`records` as lines, as few datagrams as `MAX_DATAGRAM` allows."""
+    lines: list[bytes] = []
+    size = 0
+    for record in records:
+        line = record.encode()[:MAX_DATAGRAM]
+        if lines and size + len(line) > MAX_DATAGRAM:
+            yield b"\n".join(lines)
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line) + 1
+    if lines:
+        yield b"\n".join(lines)
 
 
 def lower_background_priority() -> None:
