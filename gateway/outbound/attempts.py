@@ -36,8 +36,8 @@ from gateway.outbound.base import (
 from gateway.outbound.queue import (
     TRANSITIONS,
     NotSendable,
-    _event,
-    _integration_detail,
+    delivery_event,
+    integration_detail,
     set_status,
 )
 from gateway.store.models import (
@@ -108,7 +108,7 @@ def claim(
     taken = _fenced(connection, _TAKE, takes, claims, DeliveryState.SENDING)
     for claim, row, ours in zip(claims, rows, taken, strict=True):
         if ours and row.state is DeliveryState.SENDING:
-            _event(
+            delivery_event(
                 session,
                 "delivery_uncertain",
                 session.get_one(Delivery, claim.delivery_id),
@@ -173,7 +173,7 @@ def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> li
                 "document_id": claim.document_id,
                 "delivery_id": claim.delivery_id,
                 "detail": {
-                    **_integration_detail(session, claim.integration_id),
+                    **integration_detail(session, claim.integration_id),
                     "attempt": claim.attempt_id,
                     "number": str(claim.attempts + 1),
                     "outcome": "sent",
@@ -267,7 +267,7 @@ def _fence(session: Session, claim: Claim, **values: object) -> bool:
 
 def _superseded(session: Session, claim: Claim, outcome: str, **detail: str) -> None:
     delivery = session.get_one(Delivery, claim.delivery_id)
-    _event(
+    delivery_event(
         session,
         "attempt_superseded",
         delivery,
@@ -292,7 +292,7 @@ def _attempt_event(
 ) -> None:
     """Every attempt is one event: when (the row's time), where, how it ended, code and reason."""
     extra = {"uncertain": "yes"} if claim.uncertain else {}
-    _event(
+    delivery_event(
         session,
         "delivery_attempt",
         delivery,

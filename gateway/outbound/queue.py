@@ -100,7 +100,7 @@ def enqueue(
     else:
         raise NotSendable(f"document {doc.id}: delivery {delivery.id} is {delivery.state}")
     session.flush()
-    _event(session, "delivery_queued", delivery)
+    delivery_event(session, "delivery_queued", delivery)
     return delivery
 
 
@@ -135,18 +135,19 @@ def archive(session: Session, doc: Document) -> bool:
     return True
 
 
-def _event(session: Session, kind: str, delivery: Delivery, **detail: str) -> None:
+def delivery_event(session: Session, kind: str, delivery: Delivery, **detail: str) -> None:
+    """One line of the delivery's history, naming its integration, in the caller's session."""
     session.add(
         Event(
             kind=kind,
             document_id=delivery.document_id,
             delivery_id=delivery.id,
-            detail={**_integration_detail(session, delivery.integration_id), **detail},
+            detail={**integration_detail(session, delivery.integration_id), **detail},
         )
     )
 
 
-def _integration_detail(session: Session, integration_id: int) -> dict[str, Any]:
+def integration_detail(session: Session, integration_id: int) -> dict[str, Any]:
     """Which integration an event is about, from `session.info` when the caller put the names
     there (the delivery runner reads them anyway), else from the database."""
     name = session.info.get(INTEGRATION_NAMES, {}).get(integration_id)
@@ -185,4 +186,4 @@ def operate(session: Session, action: str, delivery: Delivery, settings: Deliver
     delivery.state = target
     delivery.next_attempt_at = now
     delivery.updated_at = now
-    _event(session, f"delivery_{action}", delivery)
+    delivery_event(session, f"delivery_{action}", delivery)
