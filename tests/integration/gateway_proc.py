@@ -158,6 +158,35 @@ class Gateway:
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
             client.send_message(message, to_addrs=rcpts)
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of event `name`, the daemon's and its children's."""
+        lines = self.log.read_text().splitlines()
+        return [
+            e for e in (json.loads(x) for x in lines if x.startswith("{")) if e["event"] == name
+        ]
+
+    def live_pids(self, ready_event: str) -> list[int]:
+        """Processes that logged `ready_event` and still run (children of the daemon)."""
+        ready = [e["pid"] for e in self.events(ready_event)]
+        return sorted(pid for pid in ready if process_state(pid) not in ("gone", "Z"))
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of `pid` (Z: a zombie), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def nice_values(pid: int) -> dict[int, int]:
+    """Each thread's nice value (field 19 of its stat line)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values[int(task.name)] = int(fields[16])
+    return values
+
 
 def mail(
     to: str, *attachments: tuple[str, bytes, str], sender: str = "s@example.com"

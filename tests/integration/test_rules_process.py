@@ -7,7 +7,6 @@ the documents arrive within the waits.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -20,10 +19,16 @@ from collections import Counter
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from integration.gateway_proc import DEMO_DROP, Gateway, base_config, mail
+from integration.gateway_proc import (
+    DEMO_DROP,
+    Gateway,
+    base_config,
+    mail,
+    nice_values,
+    process_state,
+)
 from integration.servers import free_port
 from sqlalchemy import func, select
 
@@ -31,6 +36,7 @@ from gateway.intake.accept import Envelope, accept_message
 from gateway.store.db import Store, open_store
 from gateway.store.models import Document, Message
 
+CHILD_READY = "rules_stage_ready"
 REPO = Path(__file__).resolve().parents[2]
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
 ADDRESS = "demo@gateway.localhost"
@@ -48,8 +54,10 @@ auto_send = false
 
 def _gateway(tmp_path: Path, extra: str = "", smtp_processes: int = 1) -> Gateway:
     port = free_port()
-    text = base_config(port, CHILD + DEMO_DROP + extra, smtp_processes=smtp_processes)
-    return Gateway(tmp_path, text.replace("poll_interval = 0.2", "poll_interval = 60"), port)
+    text = base_config(
+        port, CHILD + DEMO_DROP + extra, smtp_processes=smtp_processes, poll_interval=60
+    )
+    return Gateway(tmp_path, text, port)
 
 
 @pytest.fixture(autouse=True)
@@ -66,17 +74,6 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         yield gw
     finally:
         gw.stop()
-
-
-def events(gateway: Gateway, name: str) -> list[dict[str, Any]]:
-    lines = gateway.log.read_text().splitlines()
-    return [e for e in (json.loads(x) for x in lines if x.startswith("{")) if e["event"] == name]
-
-
-def rules_children(gateway: Gateway) -> list[int]:
-    """Rules-stage children that said they were ready and still run."""
-    ready = [e["pid"] for e in events(gateway, "rules_stage_ready")]
-    return [pid for pid in ready if _state(pid) not in ("gone", "Z")]
 
 
 def invoice(number: int) -> EmailMessage:
@@ -96,40 +93,40 @@ def test_the_child_recognises_and_wakes_the_workers(tmp_path: Path, smtp_process
     gateway = _gateway(tmp_path, folder, smtp_processes)
     gateway.start()
     try:
-        (child,) = gateway.wait_for(lambda: rules_children(gateway), timeout=20)
+        (child,) = gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=20)
         for number in range(4):
             gateway.send(invoice(number))
         gateway.wait_for(lambda: sent(gateway) == 4, timeout=20)
         data = INVOICE.replace(b"INV-2026-0042", b"INV-FOLDER-1")
         (drop / "demo" / "dropped.xml").write_bytes(data)
         gateway.wait_for(lambda: sent(gateway) == 5, timeout=20)
-        created = events(gateway, "document_created")
+        created = gateway.events("document_created")
         assert len(created) == 5
         assert {e.get("rules_stage") for e in created} == {child}
         assert gateway.proc is not None and child != gateway.proc.pid
-        threads = _nice_values(child)
+        threads = nice_values(child)
         assert threads[child] == 0  # the loop thread
         assert 10 in threads.values()  # the threads that recognise and write
     finally:
         assert gateway.stop() == 0
-    assert _state(child) in ("gone", "Z")
+    assert process_state(child) in ("gone", "Z")
 
 
 def test_sighup_reaches_the_child(gateway: Gateway) -> None:
-    (child,) = gateway.wait_for(lambda: rules_children(gateway), timeout=20)
+    (child,) = gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=20)
     gateway.send(invoice(1))
     gateway.wait_for(lambda: sent(gateway) == 1, timeout=20)
     gateway.config.write_text(gateway.config.read_text() + HOLD_PURCHASES)
     assert gateway.proc is not None
     gateway.proc.send_signal(signal.SIGHUP)
     gateway.wait_for(
-        lambda: [e for e in events(gateway, "reloaded") if e.get("rules_stage") == child]
+        lambda: [e for e in gateway.events("reloaded") if e.get("rules_stage") == child]
     )
     gateway.send(invoice(2))
     docs = gateway.wait_for(lambda: len(d := gateway.docs()) == 2 and d, timeout=20)
     held = next(d for d in docs if d["filename"] == "invoice-2.xml")
     assert held["status"] == "inbox"
-    assert rules_children(gateway) == [child]  # reloaded in place, not replaced
+    assert gateway.live_pids(CHILD_READY) == [child]  # reloaded in place, not replaced
 
 
 def test_a_failing_child_is_restarted_and_reported_not_ready(tmp_path: Path) -> None:
@@ -141,29 +138,29 @@ def test_a_failing_child_is_restarted_and_reported_not_ready(tmp_path: Path) -> 
     gateway.start()
     readyz = f"http://127.0.0.1:{metrics_port}/readyz"
     try:
-        (child,) = gateway.wait_for(lambda: rules_children(gateway), timeout=20)
+        (child,) = gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=20)
         gateway.wait_for(lambda: _get(readyz)[0] == 200)
         # The next child finds a broken config and exits at once, again and again.
         gateway.config.write_text(good.replace("[smtp]", "[smtp]\nmax_size = 1"))
         os.kill(child, signal.SIGKILL)
         refused = gateway.wait_for(lambda: (r := _get(readyz))[0] == 503 and r, timeout=20)
         assert refused[1] == "rules stage: restarting\n"
-        gateway.wait_for(lambda: len(events(gateway, "child_exited")) >= 2, timeout=20)
+        gateway.wait_for(lambda: len(gateway.events("child_exited")) >= 2, timeout=20)
         gateway.config.write_text(good)
-        gateway.wait_for(lambda: rules_children(gateway), timeout=60)
+        gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=60)
         gateway.wait_for(lambda: _get(readyz)[0] == 200, timeout=20)
         gateway.send(invoice(3))
         gateway.wait_for(lambda: sent(gateway) == 1, timeout=20)
-        assert {e["child"] for e in events(gateway, "child_exited")} == {"rules-stage"}
+        assert {e["child"] for e in gateway.events("child_exited")} == {"rules-stage"}
     finally:
         assert gateway.stop() == 0
 
 
 def test_the_child_stops_with_the_daemon_even_when_it_is_killed(gateway: Gateway) -> None:
-    (child,) = gateway.wait_for(lambda: rules_children(gateway), timeout=20)
+    (child,) = gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=20)
     gateway.kill()
     deadline = time.monotonic() + 15
-    while _state(child) not in ("gone", "Z"):
+    while process_state(child) not in ("gone", "Z"):
         assert time.monotonic() < deadline, "the rules stage outlived the daemon"
         time.sleep(0.1)
 
@@ -219,11 +216,11 @@ def test_a_child_killed_while_working_is_replaced_and_nothing_is_lost(tmp_path: 
     store = _preload(gateway, count)
     gateway.start()
     try:
-        (child,) = gateway.wait_for(lambda: rules_children(gateway), timeout=20)
+        (child,) = gateway.wait_for(lambda: gateway.live_pids(CHILD_READY), timeout=20)
         gateway.wait_for(lambda: _documents(store) > 0, timeout=30)
         os.kill(child, signal.SIGKILL)
         assert _documents(store) < count, "the backlog was done before the kill"
-        gateway.wait_for(lambda: set(rules_children(gateway)) - {child}, timeout=30)
+        gateway.wait_for(lambda: set(gateway.live_pids(CHILD_READY)) - {child}, timeout=30)
     finally:
         gateway.stop()
     _deliver_each_once(gateway, store, count)
@@ -255,19 +252,3 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
-
-
-def _nice_values(pid: int) -> dict[int, int]:
-    """Each thread's nice value (field 19 of its stat line)."""
-    values = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        values[int(task.name)] = int(fields[16])
-    return values
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "gone"
