@@ -1,4 +1,9 @@
-"""structlog set-up: one JSON event per line for the journal, readable lines on a terminal."""
+"""structlog set-up: one JSON event per line for the journal, readable lines on a terminal.
+
+Each event leaves in a single write, newline included: the SMTP listeners and the rules
+child share the daemon's stderr, and `print` would write the line and its newline apart,
+letting another process's event land between them.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
     _quiet_libraries()
