@@ -1,9 +1,11 @@
 """CPU per message of the bare SMTP receivers, the figure that decides the door's throughput.
 
-`python -m bench.door_cpu [--messages N] [--rounds R]` loads each receiver of
-`bench.receivers` (aiosmtpd's stock DATA loop, the streaming reader with its spool fsync, the
-SMTP door alone, durable) with `smtp-source`, 10 sessions, at 600 B, 60 KB and 5 MB, and reads
-the receiver's user and system time from /proc before and after (after a warm-up). Throughput
+`python -m bench.door_cpu [--messages N] [--rounds R] [--loads L,..] [--receivers K,..]` loads
+each receiver of `bench.receivers` (aiosmtpd's stock DATA loop, the streaming reader with its
+spool fsync, the SMTP door alone, durable) with `smtp-source`, 10 sessions, at 600 B, 60 KB and
+5 MB of smtp-source's own lines, and at 60 KB and 5 MB of prose whose lines end in full stops
+(`bench.text_mail`), and reads the receiver's user and system time from /proc before and after
+(after a warm-up). Throughput
 moves with whatever else runs on the machine; CPU per message much less, and it is what one
 core's worth of messages per second comes from. Rounds interleave the receivers; the table
 gives the median of each figure.
@@ -18,11 +20,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench import text_mail
 from bench.common import free_port, median, stop_process, table
 from bench.intake import python_receiver, trial, wait_idle
 
 RECEIVERS = ("aiosmtpd", "streaming", "door")
-SIZES = {"600 B": 600, "60 KB": 60 * 1024, "5 MB": 5 * 1024 * 1024}
+# Label: (message size, whether it is prose with full stops rather than smtp-source's lines).
+LOADS = {
+    "600 B": (600, False),
+    "60 KB": (60 * 1024, False),
+    "5 MB": (5 * 1024 * 1024, False),
+    "60 KB text": (60 * 1024, True),
+    "5 MB text": (5 * 1024 * 1024, True),
+}
 SESSIONS = 10
 WARM_UP = 50
 HZ = os.sysconf("SC_CLK_TCK")
@@ -34,15 +44,17 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / HZ, int(fields[12]) / HZ
 
 
-def measure(kind: str, size: int, messages: int, workdir: Path) -> tuple[float, float]:
+def measure(
+    kind: str, size: int, messages: int, workdir: Path, message_file: Path | None
+) -> tuple[float, float]:
     """(user, system) milliseconds of CPU per message of a fresh `kind` receiver."""
     port = free_port()
     proc = python_receiver(kind, port, workdir)
     try:
-        trial(port, size, SESSIONS, WARM_UP)
+        trial(port, size, SESSIONS, WARM_UP, message_file)
         wait_idle(proc.pid)
         user, system = cpu_seconds(proc.pid)
-        if trial(port, size, SESSIONS, messages) is None:
+        if trial(port, size, SESSIONS, messages, message_file) is None:
             raise RuntimeError(f"{kind} refused messages at {size} bytes")
         wait_idle(proc.pid)
         user_after, system_after = cpu_seconds(proc.pid)
@@ -51,15 +63,17 @@ def measure(kind: str, size: int, messages: int, workdir: Path) -> tuple[float, 
     return 1000 * (user_after - user) / messages, 1000 * (system_after - system) / messages
 
 
-def run(messages: int, rounds: int) -> str:
+def run(messages: int, rounds: int, loads: list[str], kinds: list[str]) -> str:
     figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for label, size in SIZES.items():
+    for label in loads:
+        size, text = LOADS[label]
         count = max(40, messages * 60 * 1024 // max(size, 60 * 1024))
         for _ in range(rounds):
-            for kind in RECEIVERS:
+            for kind in kinds:
                 with _workdir() as workdir:
+                    message_file = text_mail.write(workdir / "text.eml", size) if text else None
                     figures.setdefault((kind, label), []).append(
-                        measure(kind, size, count, workdir)
+                        measure(kind, size, count, workdir, message_file)
                     )
     rows = []
     for (kind, label), runs in figures.items():
@@ -79,8 +93,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1500, help="per trial at 600 B/60 KB")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loads", default=",".join(LOADS), help="comma-separated: %(default)s")
+    parser.add_argument(
+        "--receivers", default=",".join(RECEIVERS), help="comma-separated: %(default)s"
+    )
     args = parser.parse_args()
-    print(run(args.messages, args.rounds))
+    loads = [name.strip() for name in args.loads.split(",")]
+    kinds = [name.strip() for name in args.receivers.split(",")]
+    if not set(loads) <= set(LOADS) or not set(kinds) <= set(RECEIVERS):
+        parser.error("unknown load or receiver")
+    print(run(args.messages, args.rounds, loads, kinds))
 
 
 if __name__ == "__main__":

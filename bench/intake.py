@@ -127,9 +127,13 @@ def python_receiver(kind: str, port: int, workdir: Path) -> subprocess.Popen[byt
     return proc
 
 
-def trial(port: int, size: int, sessions: int, messages: int) -> float | None:
-    """Messages per second, or None when any message was not accepted."""
-    command = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+def trial(
+    port: int, size: int, sessions: int, messages: int, message_file: Path | None = None
+) -> float | None:
+    """Messages per second, or None when any message was not accepted. With `message_file`
+    smtp-source sends that file (`-F`) instead of `size` bytes of its own."""
+    content = ["-F", str(message_file)] if message_file else ["-l", str(size)]
+    command = ["smtp-source", "-s", str(sessions), "-m", str(messages), *content]
     command += ["-f", "bench@example.com", "-t", INTAKE_ADDRESS, f"127.0.0.1:{port}"]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, timeout=TRIAL_TIMEOUT, check=False)
