@@ -123,6 +123,9 @@ FLUSH_SIZE = 256 * 1024
 # A header block longer than this is read no further: the rest is body for our purposes.
 HEAD_LIMIT = 256 * 1024
 END_OF_HEAD = b"\r\n\r\n"
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
+# Message bytes as the DATA decoder hands them over: bytes, or a view of a received block.
+Buffer = bytes | memoryview
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _TOKEN = secrets.token_hex(4)
 _SERIAL = itertools.count()
@@ -144,7 +147,7 @@ class SpoolFile:
         self.size = 0
         self._fd: int | None = None
         self._hash = hashlib.sha256()
-        self._pending: list[bytes] = []
+        self._pending: list[Buffer] = []
         self._pending_size = 0
         self._finished = False
         self._head = bytearray()
@@ -165,12 +168,15 @@ class SpoolFile:
         HEAD_LIMIT bytes; what `accept.read_head` would read back from the finished file."""
         return bytes(self._head)
 
-    def write(self, data: bytes) -> None:
-        """Take `data` (in memory, no I/O); call `flush` from a thread when `needs_flush`."""
+    def write(self, data: Buffer) -> None:
+        """Take `data` (in memory, no I/O); call `flush` from a thread when `needs_flush`.
+
+        `data` is kept as it is, not copied: a view must stay valid, and bytes unchanged.
+        """
         if self._finished:
             raise ValueError("spool file already finished")
         if not self._head_done:
-            self._keep_head(data)
+            self._keep_head(bytes(data[: HEAD_LIMIT - len(self._head)]))
         self._pending.append(data)
         self._pending_size += len(data)
         self.size += len(data)
@@ -199,9 +205,7 @@ class SpoolFile:
             self._fd, self.path = _create(self.directory)
         for data in self._pending:
             self._hash.update(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+        _write_all(self._fd, self._pending)
         self._pending.clear()
         self._pending_size = 0
 
@@ -235,6 +239,20 @@ class SpoolFile:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def _write_all(fd: int, buffers: list[Buffer]) -> None:
+    """Write `buffers` in order with as few system calls as the kernel allows (`writev`, at
+    most IOV_MAX buffers a call), with no join to copy them into one first."""
+    views = [memoryview(data) for data in buffers]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + _IOV_MAX])
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 def _create(directory: Path) -> tuple[int, Path]:

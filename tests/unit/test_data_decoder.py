@@ -35,7 +35,7 @@ def decode(chunks: list[bytes], max_size: int | None = None) -> tuple[DataDecode
             rest += chunk
             continue
         data, after = decoder.feed(chunk)
-        out.append(data)
+        out.extend(data)
         rest += after
     return decoder, b"".join(out), rest
 
@@ -144,7 +144,7 @@ def test_a_line_that_never_ends_is_refused_without_being_kept() -> None:
         decoder.feed(b"q" * 10_000)
     assert decoder.error is DataError.LINE_TOO_LONG
     assert len(decoder._carry) < 10
-    assert decoder.feed(b"\r\n.\r\n") == (b"", b"")
+    assert decoder.feed(b"\r\n.\r\n") == ([], b"")
     assert decoder.done
 
 
@@ -166,7 +166,7 @@ def test_the_first_broken_rule_is_reported_and_output_stops() -> None:
     out2, _ = decoder.feed(b"defgh\r\n")
     out3, _ = decoder.feed(b"bare\nlf\r\n" + b"x" * 2000 + b"\r\n")
     out4, rest = decoder.feed(b".\r\n")
-    assert (out1, out2, out3, out4) == (b"abc\r\n", b"", b"", b"")
+    assert (out1, out2, out3, out4) == ([b"abc\r\n"], [], [], [])
     assert decoder.error is DataError.TOO_BIG and decoder.done and rest == b""
 
 
@@ -184,3 +184,57 @@ def test_memory_stays_bounded_by_the_chunk_not_the_message() -> None:
         decoder.feed(line * 30 + b"A" * 50)
         assert len(decoder._carry) <= 998
     assert decoder.size > 2000 * 30 * 78
+
+
+def judge(stream: bytes, max_chars: int) -> tuple[set[DataError], bytes, bytes]:
+    """The rules a stream breaks, its message and what follows the end, line by line: the end
+    is the first CRLF . CRLF, and the lines before it are judged one at a time."""
+    end = stream.index(b"\r\n.\r\n") + 2 if not stream.startswith(b".\r\n") else 0
+    content, rest = stream[:end], stream[end + 3 :]
+    broken: set[DataError] = set()
+    if content.replace(b"\r\n", b"").translate(None, b"\r\n") != content.replace(b"\r\n", b""):
+        broken.add(DataError.BARE_NEWLINE)
+    message = []
+    for line in content.split(b"\r\n")[:-1]:
+        line = line[1:] if line.startswith(b".") else line
+        if len(line) > max_chars:  # a stray CR or LF is one more character of its line
+            broken.add(DataError.LINE_TOO_LONG)
+        message.append(line + b"\r\n")
+    return broken, b"".join(message), rest
+
+
+def test_random_streams_with_broken_rules_are_judged_like_line_by_line() -> None:
+    """Lines around the length limit, stuffed dots, stray CRs and LFs, cut into chunks of any
+    size: refused exactly when a rule is broken, for a rule that is, and the end found."""
+    rng = random.Random(1_000)
+    max_chars = 40
+    for _ in range(1_500):
+        lines = []
+        for _ in range(rng.randint(0, 12)):
+            line = b"." * rng.choice([0, 0, 1, 2]) + b"w" * rng.randint(0, 44)
+            if rng.random() < 0.04:
+                at = rng.randint(0, len(line))
+                line = line[:at] + rng.choice([b"\r", b"\n", b"\r\r", b"\n\r"]) + line[at:]
+            lines.append(line.replace(b"\r\n", b"\r\r"))
+        stream = b"".join(line + b"\r\n" for line in lines)
+        stream = stream.replace(b"\r\n.\r\n", b"\r\n..\r\n") + b".\r\n" + PIPELINED
+        if stream.startswith(b".\r\n") and lines:
+            stream = b"." + stream
+        broken, message, rest = judge(stream, max_chars)
+        sizes = rng.choice([1, 3, 7, 41, 42, 100, 4_096])
+        cuts = range(0, len(stream), rng.randint(1, sizes))
+        chunks = [stream[at : at + cuts.step] for at in cuts]
+        decoder = DataDecoder(None, max_chars)
+        out, after = [], b""
+        for chunk in chunks:
+            if decoder.done:
+                after += chunk
+                continue
+            data, tail = decoder.feed(chunk)
+            out.extend(data)
+            after += tail
+        assert decoder.done and after == rest, (stream, sizes)
+        if broken:
+            assert decoder.error in broken, (stream, sizes, broken)
+        else:
+            assert decoder.error is None and b"".join(out) == message, (stream, sizes)

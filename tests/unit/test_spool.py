@@ -4,6 +4,8 @@ back from the finished file, however the message is cut into writes."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import random
 import threading
 from pathlib import Path
@@ -64,6 +66,32 @@ def test_a_small_message_touches_the_disk_only_when_finished(tmp_path: Path) -> 
     assert big.on_disk
     big.discard()
     assert not big.on_disk and list(tmp_path.iterdir()) == []
+
+
+def test_views_and_many_small_writes_land_in_order_even_when_the_kernel_writes_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = bytes(range(256)) * 64
+    pieces: list[bytes | memoryview] = [memoryview(block)[i : i + 4] for i in range(0, 6000, 4)]
+    pieces += [b"", block, memoryview(block)[100:], b"z"]
+    writev = os.writev
+
+    def partial(fd: int, buffers: list[memoryview]) -> int:
+        assert len(buffers) <= os.sysconf("SC_IOV_MAX")
+        total = sum(len(b) for b in buffers)
+        return writev(fd, [memoryview(b"".join(buffers))[: max(1, total // 3)]])
+
+    monkeypatch.setattr(os, "writev", partial)
+    spool = SpoolFile(tmp_path)
+    for piece in pieces:
+        spool.write(piece)
+    spool.flush()
+    spool.write(memoryview(block)[:10])
+    spooled = spool.finish()
+    expected = b"".join(pieces) + block[:10]
+    assert spooled.path.read_bytes() == expected and spooled.size == len(expected)
+    assert spooled.sha256 == hashlib.sha256(expected).hexdigest()
+    spooled.path.unlink()
 
 
 def test_durable_io_returns_results_and_errors_and_runs_jobs_side_by_side() -> None:

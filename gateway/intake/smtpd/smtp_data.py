@@ -104,9 +104,10 @@ class StreamingSMTP(LeanSMTP):
         decoder = DataDecoder(self.data_size_limit or None, self.max_line_chars)
         failure: OSError | None = None
         while not decoder.done:
-            data, _ = decoder.feed(await self._next_chunk())
-            if data and failure is None:
-                spool.write(data)
+            pieces, _ = decoder.feed(await self._next_chunk())
+            if pieces and failure is None:
+                for piece in pieces:
+                    spool.write(piece)
                 if spool.needs_flush:
                     failure = await _durably(spool.flush)
         if decoder.error is not None:
