@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.accept import read_head
 from gateway.intake.smtpd import checks
+from gateway.intake.smtpd.data_decoder import DataDecoder, Piece
 from gateway.intake.smtpd.smtp_data import StreamingSMTP
 from gateway.intake.spool import FLUSH_SIZE, SpoolFile
 
@@ -131,6 +132,32 @@ def test_commands_pipelined_after_the_data_are_answered_in_order(tmp_path: Path)
 
     recorder = run_server(tmp_path, talk)
     assert recorder.messages == [("one@x", b"first\r\n"), ("two@x", b"second\r\n")]
+
+
+def test_lines_ending_in_full_stops_are_decoded_in_whole_blocks_not_line_by_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b"Subject: prose\r\n\r\n" + b"Please find the invoice attached.\r\n" * 20_000
+    blocks: list[int] = []
+    feed = DataDecoder.feed
+
+    def counted(self: DataDecoder, chunk: bytes) -> tuple[list[Piece], bytes]:
+        blocks.append(len(chunk))
+        return feed(self, chunk)
+
+    monkeypatch.setattr(DataDecoder, "feed", counted)
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await hello(reader, writer)
+        writer.write(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
+        await replies(reader, 3)
+        writer.write(body + b".\r\nNOOP\r\n")
+        queued, noop = await replies(reader, 2)
+        assert queued.startswith(b"250 2.0.0") and noop.startswith(b"250")
+
+    assert run_server(tmp_path, talk).messages == [("a@x", body)]
+    assert sum(blocks) >= len(body)
+    assert len(blocks) < 100  # a block per receive, not one per line (20,000)
 
 
 def test_a_smuggled_message_is_one_refused_message_not_two(tmp_path: Path) -> None:

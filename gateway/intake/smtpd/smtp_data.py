@@ -1,11 +1,10 @@
-"""aiosmtpd with a streaming DATA command: chunks in, a spooled file out, bounded memory.
+"""aiosmtpd with a streaming DATA command: blocks in, a spooled file out, bounded memory.
 
 aiosmtpd's own DATA loop awaits one `readuntil` per line and joins the whole message in memory
-(at 5 MB, ~65,000 awaits and the message held twice). Here the reader is asked for everything
-up to the next `.CRLF` it holds, or for the whole buffer when there is none; the decoder
-(`data_decoder`) decides whether that `.CRLF` ends the message. Every candidate end is a chunk
-boundary, so a chunk never runs past the end and pipelined commands stay in the reader for
-aiosmtpd's command loop.
+(at 5 MB, ~65,000 awaits and the message held twice). Here, for the length of a DATA, every
+block the transport receives goes to a `DataInflow` (decoder and spool file) rather than to
+the protocol's `StreamReader`; the decoder (`data_decoder`) finds the end, and what follows it
+goes back to the reader for aiosmtpd's command loop.
 
 The handler gets the complete message through `handle_SPOOLED` instead of `handle_DATA`, as a
 `SpoolFile` not yet durable, its header block in `head`: it checks it, and makes it durable with
@@ -25,13 +24,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from gateway.intake.smtpd import checks
 from gateway.intake.smtpd.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
+from gateway.intake.smtpd.data_inflow import DataInflow
 from gateway.intake.smtpd.lean import LeanSMTP
 from gateway.intake.spool import DURABLE_IO, SpoolFile
 
 log = structlog.get_logger(__name__)
 
-# What the reader hands over at most is decided by asyncio: one receive, up to 256 KiB.
-CANDIDATE_END = b".\r\n"
 T = TypeVar("T")
 
 
@@ -55,6 +53,9 @@ def refusal(error: DataError) -> str:
 
 class StreamingSMTP(LeanSMTP):
     """An aiosmtpd `SMTP` whose DATA streams to a spool file in `spool_dir`."""
+
+    # The DATA under way, while its bytes are still coming.
+    _inflow: DataInflow | None = None
 
     def __init__(
         self,
@@ -97,35 +98,48 @@ class StreamingSMTP(LeanSMTP):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)
 
+    def data_received(self, data: bytes) -> None:
+        inflow = self._inflow
+        if inflow is None or inflow.done:
+            super().data_received(data)
+        else:
+            self._reset_timeout()
+            inflow.take(data)
+
     async def _receive(self, spool: SpoolFile) -> str:
         """Read the message to its end whatever happens, so the reply comes where the client
         expects it; only a complete, valid and durable message reaches the handler."""
         assert self.envelope is not None and self.session is not None
+        assert isinstance(self.transport, asyncio.ReadTransport)
         decoder = DataDecoder(self.data_size_limit or None, self.max_line_chars)
-        failure: OSError | None = None
-        while not decoder.done:
-            pieces, _ = decoder.feed(await self._next_chunk())
-            if pieces and failure is None:
-                for piece in pieces:
-                    spool.write(piece)
-                if spool.needs_flush:
-                    failure = await _durably(spool.flush)
+        inflow = DataInflow(decoder, spool, self.transport, self._reader)
+        early = await _held_bytes(self._reader)
+        self._inflow = inflow
+        try:
+            if early:
+                inflow.take(early)
+            await inflow.run(lambda: _durably(spool.flush))
+        finally:
+            self._inflow = None
         if decoder.error is not None:
             log.info("smtp_data_refused", error=decoder.error.value, peer=_peer(self.session))
             return refusal(decoder.error)
-        if failure is not None:
-            log.error("smtp_spool_failed", error=repr(failure), peer=_peer(self.session))
-            return checks.storage_failure(failure)
+        if inflow.failure is not None:
+            log.error("smtp_spool_failed", error=repr(inflow.failure), peer=_peer(self.session))
+            return checks.storage_failure(inflow.failure)
         return await self._spool_handler.handle_SPOOLED(self, self.session, self.envelope, spool)
 
-    async def _next_chunk(self) -> bytes:
-        """Up to and including the next `.CRLF`, or all the reader holds when it has none."""
-        self._reset_timeout()
-        try:
-            return await self._reader.readuntil(CANDIDATE_END)
-        except asyncio.LimitOverrunError as exc:
-            # `consumed` stops short of any `.CRLF` the buffer might still complete.
-            return await self._reader.read(exc.consumed)
+
+async def _held_bytes(reader: asyncio.StreamReader) -> bytes:
+    """What the reader holds already: DATA a client sent without waiting for the `354`.
+
+    `StreamReader` has no public call that returns what it holds without waiting for more
+    when it holds nothing (`read` waits), so its length is taken from `_buffer`, the bytearray
+    every `StreamReader` keeps (aiosmtpd itself clears it on STARTTLS); `read` then takes the
+    bytes and resumes a transport the reader had paused. A unit test holds this behaviour.
+    """
+    held = len(reader._buffer)  # type: ignore[attr-defined]
+    return await reader.read(held) if held else b""
 
 
 async def _durably(work: Callable[[], T]) -> T | OSError:
