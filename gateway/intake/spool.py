@@ -119,7 +119,7 @@ def _set_exception(future: asyncio.Future[Any], error: BaseException) -> None:
 
 
 DURABLE_IO = DurableIO(max_threads=64, name="durable-io")
-FLUSH_SIZE = 256 * 1024
+FLUSH_SIZE = 1024 * 1024
 # A header block longer than this is read no further: the rest is body for our purposes.
 HEAD_LIMIT = 256 * 1024
 END_OF_HEAD = b"\r\n\r\n"
