@@ -3,6 +3,7 @@ or after DATA, explicit limits with enhanced status codes, STARTTLS, and smuggli
 
 from __future__ import annotations
 
+import hashlib
 import os
 import smtplib
 import socket
@@ -406,6 +407,27 @@ def test_require_tls_refuses_mail_before_starttls_and_accepts_after(
             client.ehlo("client.example")
             assert client.sendmail(GOOD, ["open@docs.office.example"], _mail()) == {}
         assert len(door.messages()) == 1
+    finally:
+        door.stop()
+
+
+def test_a_message_of_megabytes_over_tls_is_stored_whole(
+    tmp_path: Path, tls_files: tuple[trustme.CA, Path, Path]
+) -> None:
+    """Reading pauses while each MiB goes to disk: the TLS transport must stop and go on."""
+    ca, cert, key = tls_files
+    door = SmtpDoor(tmp_path, [dossier("open")], tls_cert=str(cert), tls_key=str(key))
+    body = _mail().replace(b"attached", b"attached\r\n" + b"Line of text.\r\n" * 300_000)
+    try:
+        with _client(door) as client:
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            client.starttls(context=context)
+            client.ehlo("client.example")
+            assert client.sendmail(GOOD, ["open@docs.office.example"], body) == {}
+        (message,) = door.messages()
+        assert message.size == len(body)
+        assert message.raw_sha256 == hashlib.sha256(body).hexdigest()
     finally:
         door.stop()
 
