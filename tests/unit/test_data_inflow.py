@@ -111,3 +111,17 @@ def test_a_storage_error_is_kept_and_nothing_more_is_written(tmp_path: Path) -> 
         spool.discard()
 
     asyncio.run(main())
+
+
+def test_after_the_clients_eof_what_follows_the_end_is_dropped(tmp_path: Path) -> None:
+    async def main() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"all at once\r\n.\r\nQUIT\r\n")
+        reader.feed_eof()
+        spool = SpoolFile(tmp_path)
+        inflow = DataInflow(DataDecoder(None), spool, Transport(), reader)
+        inflow.take(await _held_bytes(reader))
+        assert inflow.done and spool.size == len(b"all at once\r\n")
+        spool.discard()
+
+    asyncio.run(main())

@@ -51,7 +51,8 @@ class DataInflow:
             for piece in pieces:
                 self.spool.write(piece)
         if self.decoder.done:
-            if rest:
+            # After the client's EOF (the session is being cancelled) nothing more is read.
+            if rest and not self.reader.at_eof():
                 self.reader.feed_data(rest)
             self._wake()
         elif self.spool.needs_flush and self.failure is None:
