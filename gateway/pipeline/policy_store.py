@@ -8,7 +8,7 @@ is named uniquely per level; adding it again under the same name updates it in p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -45,7 +45,16 @@ def delete_rule(session: Session, name: str, dossier: str) -> None:
     session.delete(row)
 
 
-def rules_for(session: Session, dossier: Dossier, configured: Sequence[Rule]) -> list[Rule]:
+class Level(Protocol):
+    """A dossier as far as its rules go: a mapped `Dossier`, or a row the rules stage read."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+
+
+def rules_for(session: Session, dossier: Level, configured: Sequence[Rule]) -> list[Rule]:
     """The ordered policy for one dossier's documents."""
     own = [r for r in configured if r.dossier == dossier.slug]
     shared = [r for r in configured if not r.dossier]
@@ -74,7 +83,7 @@ def rule_view(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _stored(session: Session, dossier: Dossier | None) -> list[Rule]:
+def _stored(session: Session, dossier: Level | None) -> list[Rule]:
     level = _level(dossier.id if dossier else None)
     rows = session.scalars(select(RuleRow).where(level).order_by(RuleRow.position, RuleRow.id))
     slug = dossier.slug if dossier else ""
