@@ -3,7 +3,8 @@
 Loading mapped objects (identity map, instance state, every column) for each message and
 dossier of a batch cost the stage more than the statements themselves; it only reads them,
 so it selects the columns it uses through the connection, and holds them in small frozen
-values that cannot be mistaken for objects a session would flush.
+values that cannot be mistaken for objects a session would flush. The statements are built
+once: building and keying a statement per batch cost more than running it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.store.models import Address, Dossier, Message
@@ -48,15 +49,20 @@ class DossierRow:
     integration_id: int | None
 
 
-_PENDING = select(
-    _MESSAGES.c.id,
-    _MESSAGES.c.raw_sha256,
-    _MESSAGES.c.mail_from,
-    _MESSAGES.c.header_from,
-    _MESSAGES.c.subject,
-    _MESSAGES.c.recipients,
-    _MESSAGES.c.routes,
-).where(_MESSAGES.c.processed_at.is_(None))
+_PENDING = (
+    select(
+        _MESSAGES.c.id,
+        _MESSAGES.c.raw_sha256,
+        _MESSAGES.c.mail_from,
+        _MESSAGES.c.header_from,
+        _MESSAGES.c.subject,
+        _MESSAGES.c.recipients,
+        _MESSAGES.c.routes,
+    )
+    .where(_MESSAGES.c.processed_at.is_(None))
+    .order_by(_MESSAGES.c.id)
+    .limit(bindparam("limit"))
+)
 _DOSSIER = select(
     _DOSSIERS.c.id,
     _DOSSIERS.c.slug,
@@ -66,11 +72,22 @@ _DOSSIER = select(
     _DOSSIERS.c.auto_send,
     _DOSSIERS.c.integration_id,
 )
+_BY_SLUGS = _DOSSIER.where(_DOSSIERS.c.slug.in_(bindparam("slugs", expanding=True)))
+_BY_ADDRESSES = (
+    _DOSSIER.join_from(_DOSSIERS, _ADDRESSES, _ADDRESSES.c.dossier_id == _DOSSIERS.c.id)
+    .where(_ADDRESSES.c.address.in_(bindparam("addresses", expanding=True)))
+    .order_by(_DOSSIERS.c.id)
+)
+_LOCK = (
+    _DOSSIER.where(_DOSSIERS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_DOSSIERS.c.id)
+    .with_for_update()
+)
 
 
 def pending(session: Session, limit: int) -> list[Pending]:
     """The oldest `limit` messages not processed yet."""
-    rows = session.connection().execute(_PENDING.order_by(_MESSAGES.c.id).limit(limit))
+    rows = session.connection().execute(_PENDING, {"limit": limit})
     return [
         Pending(
             row.id,
@@ -86,18 +103,14 @@ def pending(session: Session, limit: int) -> list[Pending]:
 
 
 def by_slugs(session: Session, slugs: Collection[str]) -> dict[str, DossierRow]:
-    rows = session.connection().execute(_DOSSIER.where(_DOSSIERS.c.slug.in_(slugs)))
+    rows = session.connection().execute(_BY_SLUGS, {"slugs": list(slugs)})
     return {found.slug: found for found in _rows(rows)}
 
 
 def by_addresses(session: Session, addresses: Collection[str]) -> list[DossierRow]:
     """The dossiers owning any of `addresses`, by id."""
-    joined = (
-        _DOSSIER.join_from(_DOSSIERS, _ADDRESSES, _ADDRESSES.c.dossier_id == _DOSSIERS.c.id)
-        .where(_ADDRESSES.c.address.in_(addresses))
-        .order_by(_DOSSIERS.c.id)
-    )
-    found = {row.id: row for row in _rows(session.connection().execute(joined))}
+    joined = session.connection().execute(_BY_ADDRESSES, {"addresses": list(addresses)})
+    found = {row.id: row for row in _rows(joined)}
     return list(found.values())
 
 
@@ -106,8 +119,8 @@ def lock(session: Session, ids: Collection[int]) -> dict[int, DossierRow]:
     instance writing to one of them waits for this commit, which serialises duplicate checks
     per dossier (SQLite has a single writer anyway). Locked in id order, so two instances
     never wait on each other in a circle."""
-    locked = _DOSSIER.where(_DOSSIERS.c.id.in_(ids)).order_by(_DOSSIERS.c.id).with_for_update()
-    return {found.id: found for found in _rows(session.connection().execute(locked))}
+    locked = session.connection().execute(_LOCK, {"ids": list(ids)})
+    return {found.id: found for found in _rows(locked)}
 
 
 def _rows(rows: Iterable[Any]) -> list[DossierRow]:

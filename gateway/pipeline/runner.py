@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,16 @@ from gateway.store.models import Message, utcnow
 log = structlog.get_logger(__name__)
 
 _MESSAGES = cast(Table, Message.__table__)
+_FREE = (
+    select(_MESSAGES.c.id)
+    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), _MESSAGES.c.processed_at.is_(None))
+    .with_for_update(skip_locked=True)
+)
+_PROCESSED = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(processed_at=bindparam("at"))
+)
 
 # Messages per batch: enough to share one commit among many, few enough that the first of a
 # batch does not wait long for the last to be recognised.
@@ -133,19 +143,9 @@ def _claim(session: Session, ids: list[int]) -> set[int]:
     write takes the write lock before any savepoint (a savepoint that began the transaction
     would commit it when released); on PostgreSQL rows another instance holds are skipped."""
     connection = session.connection()
-    free = (
-        connection.execute(
-            select(_MESSAGES.c.id)
-            .where(_MESSAGES.c.id.in_(ids), _MESSAGES.c.processed_at.is_(None))
-            .with_for_update(skip_locked=True)
-        )
-        .scalars()
-        .all()
-    )
+    free = connection.execute(_FREE, {"ids": ids}).scalars().all()
     if free:
-        connection.execute(
-            update(_MESSAGES).where(_MESSAGES.c.id.in_(free)).values(processed_at=utcnow())
-        )
+        connection.execute(_PROCESSED, {"ids": list(free), "at": utcnow()})
     return set(free)
 
 
