@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import re
 import shutil
@@ -30,6 +31,10 @@ from typing import BinaryIO
 _SYNCERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-sync")
 STAGING = ".staging"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+# Names of staged files that are not made until `publish`: unique to this process (with its
+# pid), and `publish` makes them exclusively, so a clash fails rather than overwrites.
+_NAMES = os.urandom(6).hex()
+_NUMBERS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class Staged:
         return self.path.open("rb") if self.data is None else io.BytesIO(self.data)
 
     def discard(self) -> None:
-        if self.data is None:
-            self.path.unlink(missing_ok=True)
+        """Dropped, also when `publish` failed after writing the bytes held in memory."""
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -73,7 +78,7 @@ class BlobWriter:
             self._spill()
         else:
             self.memory = bytearray()
-            self.path = directory / f"stage-{os.getpid()}-{os.urandom(8).hex()}"
+            self.path = directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -195,8 +200,11 @@ class BlobStore:
         directories = set()
         for blob in fresh.values():
             final = self.path(blob.digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(blob.path, final)
+            try:
+                os.replace(blob.path, final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(blob.path, final)
             directories.add(final.parent)
         list(_SYNCERS.map(fsync_dir, sorted(directories)))
 
@@ -229,18 +237,15 @@ def write_synced(path: Path, data: bytes) -> None:
 
 
 def _make_durable(blob: Staged) -> None:
-    """A staged file synced; bytes held in memory written to their staged file first."""
+    """A staged file synced; bytes held in memory written to their staged file first (a
+    failure leaves that file to `Staged.discard`)."""
     if blob.data is None:
         _sync_file(blob.path)
         return
     with open(blob.path, "xb") as fh:
-        try:
-            fh.write(blob.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except BaseException:
-            blob.path.unlink(missing_ok=True)
-            raise
+        fh.write(blob.data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _sync_file(path: Path, flags: int = os.O_RDONLY) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import random
 import tracemalloc
 from email import policy
@@ -25,7 +26,7 @@ from gateway.config import MimeSettings
 from gateway.mime.body import Body, MemoryKeeper
 from gateway.mime.extract import IN_MEMORY
 from gateway.mime.walk import Leaf, Walk
-from gateway.store.blobs import BlobStore
+from gateway.store.blobs import BlobStore, MemoryBudget
 
 LIMITS = MimeSettings()
 Seen = list[tuple[str, str, str]]
@@ -178,6 +179,24 @@ def test_small_parts_stay_in_memory_until_published_and_big_ones_go_to_files(
     blobs.publish([p.blob for p in found.parts])
     assert [blobs.get(p.blob.digest) for p in found.parts] == [small, big]
     assert list(staging.iterdir()) == []
+
+
+def test_a_part_held_in_memory_leaves_no_file_when_publishing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    writer = blobs.stage(MemoryBudget(1000))
+    writer.write(b"%PDF-1.4 small")
+    staged = writer.finish()
+
+    def fail(_fd: int) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        blobs.publish([staged])
+    staged.discard()
+    assert list((tmp_path / "blobs" / ".staging").iterdir()) == []
 
 
 def test_a_quarantined_message_leaves_no_staged_files(tmp_path: Path) -> None:
