@@ -23,7 +23,11 @@ from gateway.mime.body import Body, Keeper, MemoryKeeper
 from gateway.mime.classify import decoded_filename, fallback_name, never_a_document, not_a_document
 from gateway.mime.message import scan_header_size
 from gateway.mime.walk import Leaf, LimitExceeded, Walk
-from gateway.store.blobs import BlobStore, BlobWriter, Staged
+from gateway.store.blobs import BlobStore, BlobWriter, MemoryBudget, Staged
+
+# Bytes of a message's documents held in memory until they are published, rather than
+# written to staged files at once: enough for the usual invoice, little for a batch of them.
+IN_MEMORY = 256 * 1024
 
 
 class Quarantine(Exception):
@@ -117,13 +121,15 @@ class _InMemory:
 
 @dataclass
 class _Staging:
-    """Kept bodies go to staged blob files; the caller publishes those of the parts."""
+    """Kept bodies go to staged blobs, in memory while `budget` allows; the caller
+    publishes those of the parts."""
 
     blobs: BlobStore
     finished: dict[int, Staged] = field(default_factory=dict)
+    budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(IN_MEMORY))
 
     def keeper(self) -> Keeper:
-        return self.blobs.stage()
+        return self.blobs.stage(self.budget)
 
     def _staged(self, kept: Keeper) -> Staged:
         assert isinstance(kept, BlobWriter)
@@ -135,7 +141,7 @@ class _Staging:
         return StoredPart(name, media_type, self._staged(kept))
 
     def entry(self, name: str, media_type: str, data: bytes) -> StoredPart:
-        writer = self.blobs.stage()
+        writer = self.blobs.stage(self.budget)
         writer.write(data)
         return StoredPart(name, media_type, writer.finish())
 

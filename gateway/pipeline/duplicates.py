@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import Table, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.bundle import pdf_shows
@@ -25,6 +25,31 @@ from gateway.store.models import Document
 
 # How many recent structured documents a plain PDF's text is compared with.
 RECENT_STRUCTURED = 500
+# Read through the connection with statements built once: the check runs for every batch,
+# and building a statement and going through the ORM cost more than the query.
+_DOCS = cast(Table, Document.__table__)
+# Earlier documents of these dossiers that are not duplicates themselves.
+_ORIGINALS = (
+    _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
+    _DOCS.c.duplicate_of_id.is_(None),
+)
+_MATCHES = (
+    select(_DOCS.c.id, _DOCS.c.dossier_id, _DOCS.c.blob_sha256, _DOCS.c.dedupe_key)
+    .where(
+        *_ORIGINALS,
+        or_(
+            _DOCS.c.blob_sha256.in_(bindparam("blobs", expanding=True)),
+            _DOCS.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+        ),
+    )
+    .order_by(_DOCS.c.id)
+)
+_RECENT = (
+    select(_DOCS.c.id, _DOCS.c.facts)
+    .where(*_ORIGINALS, _DOCS.c.dedupe_key != "")
+    .order_by(_DOCS.c.id.desc())
+    .limit(RECENT_STRUCTURED)
+)
 SAME_FILE = "same file"
 SAME_IDENTITY = "same supplier, number and type"
 SHOWN = "the PDF of it: its number and supplier VAT are in the text"
@@ -104,16 +129,12 @@ def _stored_matches(session: Session, docs: Sequence[NewDocument]) -> list[_Stor
     query reading ids only, as this runs for every batch."""
     if not docs:
         return []
-    keys = {doc.dedupe_key for doc in docs if doc.dedupe_key}
-    wanted: ColumnElement[bool] = Document.blob_sha256.in_({doc.blob_sha256 for doc in docs})
-    if keys:
-        wanted = or_(wanted, Document.dedupe_key.in_(keys))
-    rows = session.execute(
-        select(Document.id, Document.dossier_id, Document.blob_sha256, Document.dedupe_key)
-        .where(*_originals({doc.dossier_id for doc in docs}), wanted)
-        .order_by(Document.id)
-    ).all()
-    return [_Stored(*row) for row in rows]
+    values = {
+        "dossiers": list({doc.dossier_id for doc in docs}),
+        "blobs": list({doc.blob_sha256 for doc in docs}),
+        "keys": list({doc.dedupe_key for doc in docs if doc.dedupe_key}),
+    }
+    return [_Stored(*row) for row in session.connection().execute(_MATCHES, values)]
 
 
 def _same(doc: NewDocument, candidates: list[_Stored]) -> Original | None:
@@ -134,12 +155,7 @@ def _recent(
 ) -> list[tuple[Original, dict[str, Any]]]:
     """The dossier's recent stored structured originals, oldest first (read once a batch)."""
     if dossier_id not in cache:
-        rows = session.execute(
-            select(Document.id, Document.facts)
-            .where(*_originals({dossier_id}), Document.dedupe_key != "")
-            .order_by(Document.id.desc())
-            .limit(RECENT_STRUCTURED)
-        ).all()
+        rows = session.connection().execute(_RECENT, {"dossiers": [dossier_id]}).all()
         cache[dossier_id] = [(Original(SHOWN, id=row.id), row.facts) for row in reversed(rows)]
     return cache[dossier_id]
 
@@ -151,8 +167,3 @@ def _shown(text: str, newest_first: Iterable[tuple[Original, dict[str, Any]]]) -
         if pdf_shows(text, str(facts.get("number", "")), ids):
             return original
     return None
-
-
-def _originals(dossier_ids: set[int]) -> tuple[ColumnElement[bool], ...]:
-    """Earlier documents of these dossiers that are not duplicates themselves."""
-    return (Document.dossier_id.in_(dossier_ids), Document.duplicate_of_id.is_(None))

@@ -8,14 +8,20 @@ is named uniquely per level; adding it again under the same name updates it in p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.policy import Rule, make_rule
 from gateway.store.models import Dossier
 from gateway.store.models import Rule as RuleRow
+
+_RULE_COLUMNS = select(
+    RuleRow.name, RuleRow.match, RuleRow.actions, RuleRow.continue_matching
+).order_by(RuleRow.position, RuleRow.id)
+_GATEWAY_RULES = _RULE_COLUMNS.where(RuleRow.dossier_id.is_(None))
+_DOSSIER_RULES = _RULE_COLUMNS.where(RuleRow.dossier_id == bindparam("dossier"))
 
 
 class RuleNotFound(LookupError):
@@ -45,7 +51,16 @@ def delete_rule(session: Session, name: str, dossier: str) -> None:
     session.delete(row)
 
 
-def rules_for(session: Session, dossier: Dossier, configured: Sequence[Rule]) -> list[Rule]:
+class Level(Protocol):
+    """A dossier as far as its rules go: a mapped `Dossier`, or a row the rules stage read."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+
+
+def rules_for(session: Session, dossier: Level, configured: Sequence[Rule]) -> list[Rule]:
     """The ordered policy for one dossier's documents."""
     own = [r for r in configured if r.dossier == dossier.slug]
     shared = [r for r in configured if not r.dossier]
@@ -74,9 +89,12 @@ def rule_view(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _stored(session: Session, dossier: Dossier | None) -> list[Rule]:
-    level = _level(dossier.id if dossier else None)
-    rows = session.scalars(select(RuleRow).where(level).order_by(RuleRow.position, RuleRow.id))
+def _stored(session: Session, dossier: Level | None) -> list[Rule]:
+    """Read for every batch of the rules stage: columns, through statements built once."""
+    if dossier is None:
+        rows = session.execute(_GATEWAY_RULES)
+    else:
+        rows = session.execute(_DOSSIER_RULES, {"dossier": dossier.id})
     slug = dossier.slug if dossier else ""
     return [
         make_rule(r.name, r.match, r.actions, r.continue_matching, slug, "database") for r in rows

@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway import mime
 from gateway.config import MimeSettings
+from gateway.pipeline import rows
 from gateway.pipeline.policy_store import rules_for
+from gateway.pipeline.rows import DossierRow, Pending
 from gateway.rules.policy import Outcome, Rule
 from gateway.rules.recognize import DossierFacts, Options
 from gateway.rules.stage import Envelope, Planned, plan
 from gateway.store.blobs import BlobStore, Staged
-from gateway.store.models import Address, Dossier, Message
 
 log = structlog.get_logger(__name__)
 
@@ -74,11 +74,11 @@ class Batch:
     rules: Sequence[Rule]
     options: Options
     limits: MimeSettings
-    by_slug: dict[str, Dossier | None] = field(default_factory=dict)
-    by_recipients: dict[frozenset[str], list[Dossier]] = field(default_factory=dict)
+    by_slug: dict[str, DossierRow | None] = field(default_factory=dict)
+    by_recipients: dict[frozenset[str], list[DossierRow]] = field(default_factory=dict)
     policies: dict[int, list[Rule]] = field(default_factory=dict)
 
-    def dossiers(self, message: Message) -> list[tuple[Dossier, str]]:
+    def dossiers(self, message: Pending) -> list[tuple[DossierRow, str]]:
         """The dossiers the door routed the message to, with their type hints; messages stored
         before doors recorded routes are routed by their exact recipient addresses."""
         if not message.routes:
@@ -86,31 +86,24 @@ class Batch:
         hints = {r["dossier"]: r.get("hint", "") for r in message.routes}
         missing = [slug for slug in hints if slug not in self.by_slug]
         if missing:
-            rows = self.session.scalars(select(Dossier).where(Dossier.slug.in_(missing)))
-            found = {row.slug: row for row in rows}
+            found = rows.by_slugs(self.session, missing)
             self.by_slug.update({slug: found.get(slug) for slug in missing})
         known = [d for d in (self.by_slug[slug] for slug in hints) if d is not None]
         return [(d, hints[d.slug]) for d in sorted(known, key=lambda d: d.id)]
 
-    def _by_recipients(self, recipients: list[str]) -> list[Dossier]:
+    def _by_recipients(self, recipients: list[str]) -> list[DossierRow]:
         wanted = frozenset(r.strip().lower() for r in recipients)
         if wanted not in self.by_recipients:
-            rows = self.session.scalars(
-                select(Dossier)
-                .join(Address)
-                .where(Address.address.in_(wanted))
-                .order_by(Dossier.id)
-            ).unique()
-            self.by_recipients[wanted] = list(rows)
+            self.by_recipients[wanted] = rows.by_addresses(self.session, wanted)
         return self.by_recipients[wanted]
 
-    def policy(self, dossier: Dossier) -> list[Rule]:
+    def policy(self, dossier: DossierRow) -> list[Rule]:
         if dossier.id not in self.policies:
             self.policies[dossier.id] = rules_for(self.session, dossier, self.rules)
         return self.policies[dossier.id]
 
 
-def prepare(batch: Batch, message: Message) -> Prepared:
+def prepare(batch: Batch, message: Pending) -> Prepared:
     """Take `message` apart and recognise its files; never raises but for the database."""
     result = Prepared(message.id)
     try:
@@ -133,14 +126,14 @@ def prepare(batch: Batch, message: Message) -> Prepared:
     return result
 
 
-def _failed(result: Prepared, message: Message, exc: Exception) -> Prepared:
+def _failed(result: Prepared, message: Pending, exc: Exception) -> Prepared:
     log.exception("pipeline_prepare_failed", message=message.id)
     result.failure = f"internal-error: {type(exc).__name__}: {exc}"
     return result
 
 
 def _recognise(
-    batch: Batch, message: Message, extraction: mime.Extraction[mime.StoredPart], result: Prepared
+    batch: Batch, message: Pending, extraction: mime.Extraction[mime.StoredPart], result: Prepared
 ) -> None:
     parts = extraction.parts
     result.parts = len(parts)
@@ -150,7 +143,7 @@ def _recognise(
     dossiers = batch.dossiers(message)
     result.dossier_ids = [dossier.id for dossier, _ in dossiers]
     for dossier, hint in dossiers:
-        facts = DossierFacts(dossier.vat_number, dossier.company_number, tuple(dossier.ibans))
+        facts = DossierFacts(dossier.vat_number, dossier.company_number, dossier.ibans)
         sender = message.mail_from or message.header_from
         envelope = Envelope(sender, tuple(message.recipients), message.subject, hint)
         for item in plan(parts, facts, batch.policy(dossier), envelope, batch.options):
@@ -166,7 +159,7 @@ def _recognise(
 
 def _to_make(
     batch: Batch,
-    dossier: Dossier,
+    dossier: DossierRow,
     parts: list[mime.StoredPart],
     item: Planned,
     result: Prepared,

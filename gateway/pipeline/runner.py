@@ -23,23 +23,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.config import ConfigError, DeliverySettings, MimeSettings, RecognitionSettings
 from gateway.crashpoint import crashpoint
+from gateway.pipeline import rows
 from gateway.pipeline.prepare import Batch, Prepared, prepare
+from gateway.pipeline.rows import DossierRow
 from gateway.pipeline.write import shunt, write_batch
 from gateway.rules.policy import Rule
 from gateway.rules.recognize import Options
 from gateway.rules.xsd import SchemaUnavailable, UblSchemas
 from gateway.store.db import Store
-from gateway.store.models import Dossier, Message, utcnow
+from gateway.store.models import Message, utcnow
 
 log = structlog.get_logger(__name__)
+
+_MESSAGES = cast(Table, Message.__table__)
+_FREE = (
+    select(_MESSAGES.c.id)
+    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), _MESSAGES.c.processed_at.is_(None))
+    .with_for_update(skip_locked=True)
+)
+_PROCESSED = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(processed_at=bindparam("at"))
+)
 
 # Messages per batch: enough to share one commit among many, few enough that the first of a
 # batch does not wait long for the last to be recognised.
@@ -80,12 +95,7 @@ class PipelineRunner:
     def process_batch(self, limit: int = BATCH) -> int:
         """Process up to `limit` pending messages; return how many were taken."""
         with self.store.session() as session:
-            messages = session.scalars(
-                select(Message)
-                .where(Message.processed_at.is_(None))
-                .order_by(Message.id)
-                .limit(limit)
-            ).all()
+            messages = rows.pending(session, limit)
             batch = Batch(session, self.store.blobs, self.rules, self.recognition, self.mime_limits)
             prepared = [prepare(batch, message) for message in messages]
         try:
@@ -103,12 +113,14 @@ class PipelineRunner:
         """Write the batch in one transaction; returns how many deliveries were queued."""
         with self.store.session.begin() as session:
             free = _claim(session, [p.message_id for p in prepared])
-            dossiers = _lock_dossiers(session, {d for p in prepared for d in p.dossier_ids})
+            dossiers = rows.lock(session, {d for p in prepared for d in p.dossier_ids})
             queued = self._write(session, [p for p in prepared if p.message_id in free], dossiers)
             crashpoint("pipeline_before_commit")
         return queued
 
-    def _write(self, session: Session, items: list[Prepared], dossiers: dict[int, Dossier]) -> int:
+    def _write(
+        self, session: Session, items: list[Prepared], dossiers: dict[int, DossierRow]
+    ) -> int:
         """All of `items` in a savepoint; when that fails for a reason other than the
         database, each message again in its own, and one that still fails is shunted."""
         if not items:
@@ -130,24 +142,11 @@ def _claim(session: Session, ids: list[int]) -> set[int]:
     """The batch's messages still unprocessed, marked processed first thing: on SQLite that
     write takes the write lock before any savepoint (a savepoint that began the transaction
     would commit it when released); on PostgreSQL rows another instance holds are skipped."""
-    free = session.scalars(
-        select(Message.id)
-        .where(Message.id.in_(ids), Message.processed_at.is_(None))
-        .with_for_update(skip_locked=True)
-    ).all()
+    connection = session.connection()
+    free = connection.execute(_FREE, {"ids": ids}).scalars().all()
     if free:
-        session.execute(update(Message).where(Message.id.in_(free)).values(processed_at=utcnow()))
+        connection.execute(_PROCESSED, {"ids": list(free), "at": utcnow()})
     return set(free)
-
-
-def _lock_dossiers(session: Session, ids: set[int]) -> dict[int, Dossier]:
-    """Serialise duplicate checks per dossier across instances (PostgreSQL; SQLite has a single
-    writer anyway): another instance writing to one of these dossiers waits for this commit.
-    Locked in id order, so two instances never wait on each other in a circle."""
-    rows = session.scalars(
-        select(Dossier).where(Dossier.id.in_(ids)).order_by(Dossier.id).with_for_update()
-    )
-    return {row.id: row for row in rows}
 
 
 def recognition_options(settings: RecognitionSettings, source: str = "") -> Options:

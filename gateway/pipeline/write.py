@@ -28,9 +28,10 @@ from gateway.filenames import safe_filename
 from gateway.outbound.enqueue import enqueue_new
 from gateway.pipeline.duplicates import NewDocument, Original, find_originals, join_reason
 from gateway.pipeline.prepare import Prepared, ToMake
+from gateway.pipeline.rows import DossierRow
 from gateway.rules.dedupe import dedupe_key
 from gateway.rules.policy import Outcome
-from gateway.store.models import DocStatus, Document, Dossier, Event, Message, utcnow
+from gateway.store.models import DocStatus, Document, Event, Message, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ _SET_VERDICT = (
 @dataclass
 class _Doc:
     message_id: int
-    dossier: Dossier
+    dossier: DossierRow
     make: ToMake
     row: dict[str, Any]
     id: int = 0
@@ -84,7 +85,7 @@ class _Rows:
 def write_batch(
     session: Session,
     items: Sequence[Prepared],
-    dossiers: dict[int, Dossier],
+    dossiers: dict[int, DossierRow],
     settings: DeliverySettings,
 ) -> int:
     """Write the rows of `items`, whose messages the caller has claimed; returns how many
@@ -127,7 +128,7 @@ def shunt(session: Session, message_id: int, reason: str) -> None:
     connection.execute(_SET_VERDICT, rows.verdicts)
 
 
-def _message(rows: _Rows, item: Prepared, dossiers: dict[int, Dossier]) -> None:
+def _message(rows: _Rows, item: Prepared, dossiers: dict[int, DossierRow]) -> None:
     first: list[dict[str, Any]] = []
     start = len(rows.docs)
     if item.failure:
@@ -161,7 +162,7 @@ def _message_reason(item: Prepared) -> str:
     return ""
 
 
-def _document(item: Prepared, dossier: Dossier, make: ToMake, now: datetime) -> dict[str, Any]:
+def _document(item: Prepared, dossier: DossierRow, make: ToMake, now: datetime) -> dict[str, Any]:
     outcome = make.outcome
     archived, status_reason = _hold(outcome)
     return {

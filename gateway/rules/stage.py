@@ -6,9 +6,10 @@ and `gateway rules test` (which prints it), so what the test shows is what the d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway.rules.bundle import Item, pair_visuals
 from gateway.rules.pdftext import Side
@@ -97,7 +98,14 @@ def plan(
 
 def _args(part: FilePart) -> tuple[str, str, bytes | Content]:
     """A part that can be read where it lies is recognised from there (see `Content`)."""
-    return part.filename, part.media_type, part if isinstance(part, Content) else part.data
+    readable = _readable(type(part))
+    return part.filename, part.media_type, cast(Content, part) if readable else part.data
+
+
+@functools.cache
+def _readable(kind: type) -> bool:
+    """Asked once per class: a protocol check on an instance walks the protocol each time."""
+    return issubclass(kind, Content)
 
 
 def _hinted(found: Recognition, hint: str) -> Recognition:

@@ -6,13 +6,18 @@ directory. Callers commit database rows that name a blob only after `put` has re
 Many blobs at once (the rules stage's batch) are written with `stage`, hashed as they stream
 in, and made durable together by `publish`: every file synced, then renamed in, then one
 sync per directory, instead of two syncs per blob one after the other. Rows naming them are
-committed only after `publish` has returned.
+committed only after `publish` has returned. A staged blob may be held in memory until
+`publish` (`stage(budget)`): most documents are small, and a file made, closed,
+opened again to be read and once more to be synced costs more than the bytes it holds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,49 +30,97 @@ from typing import BinaryIO
 # Syncs of one batch run side by side, so the file system can share journal commits.
 _SYNCERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blob-sync")
 STAGING = ".staging"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+# Names of staged files that are not made until `publish`: unique to this process (with its
+# pid), and `publish` makes them exclusively, so a clash fails rather than overwrites.
+_NAMES = os.urandom(6).hex()
+_NUMBERS = itertools.count()
 
 
 @dataclass(frozen=True)
 class Staged:
-    """A blob written and hashed but not yet durable nor in place (see `BlobStore.publish`)."""
+    """A blob written and hashed but not yet durable nor in place (see `BlobStore.publish`):
+    a file at `path`, or, when `data` is set, bytes that `publish` writes to `path`."""
 
     digest: str
     size: int
     path: Path
+    data: bytes | None = None
 
     def read(self) -> bytes:
-        return self.path.read_bytes()
+        return self.path.read_bytes() if self.data is None else self.data
 
     def open(self) -> BinaryIO:
-        return self.path.open("rb")
+        return self.path.open("rb") if self.data is None else io.BytesIO(self.data)
 
     def discard(self) -> None:
+        """Dropped, also when `publish` failed after writing the bytes held in memory."""
         self.path.unlink(missing_ok=True)
 
 
-class BlobWriter:
-    """A blob being written in pieces, hashed as they come."""
+@dataclass
+class MemoryBudget:
+    """How many more bytes staged blobs may hold in memory, together, until `publish`."""
 
-    def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="stage-")
-        self.path = Path(name)
-        self.fh = os.fdopen(fd, "wb")
+    left: int
+
+
+class BlobWriter:
+    """A blob being written in pieces, hashed as they come: in memory while `budget` allows,
+    in a staged file from then on."""
+
+    def __init__(self, directory: Path, budget: MemoryBudget | None = None) -> None:
+        self.directory = directory
+        self.budget = budget
+        self.memory: bytearray | None = None
+        self.fh: BinaryIO | None = None
+        if budget is None:
+            self._spill()
+        else:
+            self.memory = bytearray()
+            self.path = directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
         self.hash = hashlib.sha256()
         self.size = 0
 
+    def _spill(self) -> None:
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix="stage-")
+        self.path = Path(name)
+        self.fh = os.fdopen(fd, "wb")
+        if self.memory is not None:
+            self.fh.write(self.memory)
+            self._release()
+            self.memory = None
+
+    def _release(self) -> None:
+        if self.memory is not None and self.budget is not None:
+            self.budget.left += len(self.memory)
+
     def write(self, data: bytes) -> None:
-        self.fh.write(data)
+        if self.memory is not None and self.budget is not None:
+            if len(data) <= self.budget.left:
+                self.budget.left -= len(data)
+                self.memory += data
+            else:
+                self._spill()
+        if self.fh is not None:
+            self.fh.write(data)
         self.hash.update(data)
         self.size += len(data)
 
     def reset(self) -> None:
         """Start over: what was written is dropped."""
-        self.fh.seek(0)
-        self.fh.truncate()
+        if self.fh is not None:
+            self.fh.seek(0)
+            self.fh.truncate()
+        elif self.memory is not None:
+            self._release()
+            self.memory.clear()
         self.hash = hashlib.sha256()
         self.size = 0
 
     def finish(self) -> Staged:
+        if self.fh is None:
+            return Staged(self.hash.hexdigest(), self.size, self.path, bytes(self.memory or b""))
         self.fh.close()
         return Staged(self.hash.hexdigest(), self.size, self.path)
 
@@ -75,9 +128,10 @@ class BlobWriter:
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.staging_made = False
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if not _DIGEST.fullmatch(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / digest
 
@@ -123,11 +177,14 @@ class BlobStore:
             fsync_dir(final.parent)
         return final.parent
 
-    def stage(self) -> BlobWriter:
-        """A new blob to write; it is only a temporary file until `publish`."""
+    def stage(self, budget: MemoryBudget | None = None) -> BlobWriter:
+        """A new blob to write; it is only a temporary file (or bytes held in memory, as far
+        as `budget` allows) until `publish`."""
         directory = self.root / STAGING
-        directory.mkdir(parents=True, exist_ok=True)
-        return BlobWriter(directory)
+        if not self.staging_made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.staging_made = True
+        return BlobWriter(directory, budget)
 
     def publish(self, staged: Iterable[Staged]) -> None:
         """Make staged blobs durable under their names: sync every file (side by side), rename
@@ -139,12 +196,15 @@ class BlobStore:
                 blob.discard()
             else:
                 fresh[blob.digest] = blob
-        list(_SYNCERS.map(_sync_file, [blob.path for blob in fresh.values()]))
+        list(_SYNCERS.map(_make_durable, fresh.values()))
         directories = set()
         for blob in fresh.values():
             final = self.path(blob.digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(blob.path, final)
+            try:
+                os.replace(blob.path, final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(blob.path, final)
             directories.add(final.parent)
         list(_SYNCERS.map(fsync_dir, sorted(directories)))
 
@@ -172,6 +232,18 @@ def write_synced(path: Path, data: bytes) -> None:
     """Write `data` to `path` and return only once it is on disk."""
     with open(path, "wb") as fh:
         fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _make_durable(blob: Staged) -> None:
+    """A staged file synced; bytes held in memory written to their staged file first (a
+    failure leaves that file to `Staged.discard`)."""
+    if blob.data is None:
+        _sync_file(blob.path)
+        return
+    with open(blob.path, "xb") as fh:
+        fh.write(blob.data)
         fh.flush()
         os.fsync(fh.fileno())
 

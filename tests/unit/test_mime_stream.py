@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import random
 import tracemalloc
 from email import policy
@@ -23,8 +24,9 @@ import pytest
 from gateway import mime
 from gateway.config import MimeSettings
 from gateway.mime.body import Body, MemoryKeeper
+from gateway.mime.extract import IN_MEMORY
 from gateway.mime.walk import Leaf, Walk
-from gateway.store.blobs import BlobStore
+from gateway.store.blobs import BlobStore, MemoryBudget
 
 LIMITS = MimeSettings()
 Seen = list[tuple[str, str, str]]
@@ -155,6 +157,46 @@ def test_a_big_message_is_taken_apart_in_little_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert found.parts[0].blob.size == 4_000_000
     assert peak < 1_000_000
+
+
+def test_small_parts_stay_in_memory_until_published_and_big_ones_go_to_files(
+    tmp_path: Path,
+) -> None:
+    """A file made for every part only to be read back costs more than a small invoice; the
+    budget keeps a message's memory small whatever its parts."""
+    msg = EmailMessage()
+    msg["From"] = "a@example.com"
+    msg.set_content("parts")
+    small, big = b"%PDF-1.4 small" * 100, random.Random(2).randbytes(IN_MEMORY + 1)
+    for data in (small, big):
+        msg.add_attachment(data, "application", "pdf", filename="x.pdf")
+    (tmp_path / "m.eml").write_bytes(msg.as_bytes())
+    blobs = BlobStore(tmp_path / "blobs")
+    found = mime.extract_file(tmp_path / "m.eml", LIMITS, blobs)
+    assert [p.data for p in found.parts] == [small, big]
+    staging = tmp_path / "blobs" / ".staging"
+    assert [p.name for p in staging.iterdir()] == [found.parts[1].blob.path.name]
+    blobs.publish([p.blob for p in found.parts])
+    assert [blobs.get(p.blob.digest) for p in found.parts] == [small, big]
+    assert list(staging.iterdir()) == []
+
+
+def test_a_part_held_in_memory_leaves_no_file_when_publishing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    writer = blobs.stage(MemoryBudget(1000))
+    writer.write(b"%PDF-1.4 small")
+    staged = writer.finish()
+
+    def fail(_fd: int) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        blobs.publish([staged])
+    staged.discard()
+    assert list((tmp_path / "blobs" / ".staging").iterdir()) == []
 
 
 def test_a_quarantined_message_leaves_no_staged_files(tmp_path: Path) -> None:
