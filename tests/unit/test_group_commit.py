@@ -144,25 +144,50 @@ def test_a_batch_commits_once_and_answers_each_arrival(store: Store) -> None:
     assert again == [Accepted(r.message_id, duplicate=True) for r in results[:2]]
 
 
-def test_a_key_inserted_behind_our_back_falls_back_to_row_by_row(
+def test_a_batch_holding_a_known_row_is_looked_up_and_the_rest_inserted(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(3)]
+    first = commit_arrivals(store, [arrivals[1]])[0]
     original = accept._commit_batch
-    calls: list[int] = []
+    looked_up: list[bool] = []
 
-    def racing(store_: Store, batch: list[Arrival]) -> list[Accepted]:
-        calls.append(len(batch))
-        if len(calls) == 1:
-            original(store_, [batch[1]])  # another writer wins the race for one key
-            return original(store_, [*batch[:1], _stale(batch[1]), *batch[2:]])
-        return original(store_, batch)
+    def recording(store_: Store, batch: list[Arrival], *, look_up: bool) -> list[Accepted]:
+        looked_up.append(look_up)
+        return original(store_, batch, look_up=look_up)
+
+    monkeypatch.setattr(accept, "_commit_batch", recording)
+    results = commit_arrivals(store, arrivals)
+    assert looked_up == [False, True], "insert first, look up only when a key is known"
+    assert [r.duplicate for r in results] == [False, True, False]
+    assert results[1].message_id == first.message_id
+    assert count(store, Message) == 3 and count(store, Event) == 3
+    commit_arrivals(store, [adopt_spooled(store, spool(store, raw(9)), ENVELOPE)])
+    assert looked_up[2:] == [False], "a batch of new rows is never looked up"
+
+
+def test_a_key_inserted_behind_our_back_falls_back_to_row_by_row(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(4)]
+    commit_arrivals(store, [arrivals[3]])  # seen before: the batch must look its keys up
+    original = accept._commit_batch
+    calls: list[tuple[int, bool]] = []
+
+    def racing(store_: Store, batch: list[Arrival], *, look_up: bool) -> list[Accepted]:
+        calls.append((len(batch), look_up))
+        if look_up and len(calls) == 2:
+            original(store_, [batch[1]], look_up=False)  # another writer wins one key
+            stale = [*batch[:1], _stale(batch[1]), *batch[2:]]
+            return original(store_, stale, look_up=True)
+        return original(store_, batch, look_up=look_up)
 
     monkeypatch.setattr(accept, "_commit_batch", racing)
     results = commit_arrivals(store, arrivals)
-    assert calls[0] == 3 and calls[1:] == [1, 1, 1]
-    assert [r.duplicate for r in results] == [False, True, False]
-    assert count(store, Message) == 3
+    assert calls[:2] == [(4, False), (4, True)]
+    assert all(size == 1 for size, _ in calls[2:]) and len(calls) > 2
+    assert [r.duplicate for r in results] == [False, True, False, True]
+    assert count(store, Message) == 4
 
 
 def _stale(arrival: Arrival) -> Arrival:
