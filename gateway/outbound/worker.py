@@ -1,13 +1,13 @@
 """Delivery workers: claim due deliveries, hand them to their integrations' adapters, record it.
 
-One dispatcher owns the database side and works in rounds (`rounds.run`, one transaction in
-its own thread): record every outcome that came in since the last round, renew the leases
-that need it, and claim more for integrations whose lane runs low. Deliveries run as tasks,
-at most `workers` at once and at most an integration's `concurrency` each, so one slow package
-never holds every worker. A finished delivery wakes the dispatcher when the runner would
-otherwise idle or its lane runs low (`_round_due`); the rules stage wakes it whenever it
-queues a document (`wake`, which may be set from its thread). Adapters are cached per
-integration, so connections are reused between documents.
+One dispatcher owns the database side and works in rounds (`rounds.run`, one transaction in its
+own thread): record every outcome that came in since the last round, renew the leases that need
+it, and claim more for integrations whose lane runs low. Deliveries run as tasks, at most
+`workers` at once and at most an integration's `concurrency` each, so one slow package never
+holds every worker. A finished delivery wakes the dispatcher when its lane runs low while more
+may be due, else its outcome waits for the next round, `OUTCOME_DELAY` at most (`_round_due`);
+the rules stage wakes it whenever it queues a document (`wake`, which may be set from its
+thread). Adapters are cached per integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
@@ -237,14 +237,13 @@ class DeliveryRunner:
     def _round_due(self, lane: int) -> bool:
         """Whether a finished delivery calls a round at once, or its outcome waits for the next.
 
-        At once when the runner would otherwise idle or run dry: nothing else is running (a
-        lone delivery is recorded at once), or its lane has fewer claims waiting than it has
-        slots while more may be due. Under load a round thus records several outcomes in one
-        commit and claims for several slots, instead of one round per document; an outcome
-        waits at most `OUTCOME_DELAY` (or less: the lane runs low, new work is queued).
+        At once when its lane runs low while more may be due: it has fewer claims waiting
+        than slots and its last claim did not come back short. Otherwise the outcome waits
+        for the next round, at most `OUTCOME_DELAY`: under load a round then records several
+        outcomes in one commit and claims for several slots, and when documents trickle in
+        one at a time the round that claims the next one records this one too, instead of a
+        round (and a commit) for each.
         """
-        if not self._tasks:
-            return True
         waiting = len(self._backlog.get(lane, ()))
         return lane not in self._dry and waiting < self._limits.get(lane, 1)
 

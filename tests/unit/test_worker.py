@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,44 @@ def test_a_backlog_is_recorded_several_documents_per_commit_and_the_last_without
     assert len(list((tmp_path / "Invoice_import").iterdir())) == count
     # One commit per round; a round per finished document would be about one per two.
     assert len(commits) < count / 5
+
+
+def test_documents_queued_one_at_a_time_take_one_round_each_not_two(tmp_path: Path) -> None:
+    """The round that claims the next document records the previous one's outcome, instead
+    of a round of its own as soon as it finished (when nothing else was running)."""
+    store = _store(tmp_path)
+    count = 20
+    runner = DeliveryRunner(store, SLOW_POLL)
+    rounds = []
+
+    def counted(_conn: object) -> None:
+        if threading.current_thread().name.startswith("delivery-db"):
+            rounds.append(1)
+
+    def rules_stage() -> None:
+        for n in range(1, count + 1):
+            _queue_one(store, n)
+            runner.wake.set()
+            time.sleep(0.01)  # a delivery to a directory is over well within this
+
+    async def scenario() -> list[DeliveryState]:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.2)
+        event.listen(store.engine, "commit", counted)
+        await asyncio.to_thread(rules_stage)
+        async with asyncio.timeout(10):
+            while (states := await asyncio.to_thread(_states, store)).count(
+                DeliveryState.SENT
+            ) < count:
+                await asyncio.sleep(0.05)
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        return states
+
+    assert asyncio.run(scenario()) == [DeliveryState.SENT] * count
+    # About a round per document queued; twice that when each outcome had its own.
+    assert len(rounds) <= 1.5 * count
 
 
 class HeldAdapter:
