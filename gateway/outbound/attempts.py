@@ -13,18 +13,18 @@ Idempotency-Key, mail resends with the same Message-ID and is logged as a possib
 
 from __future__ import annotations
 
-import functools
 import random
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, Table, Update, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, Update, update
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
+from gateway.outbound import statements
 from gateway.outbound.base import (
     UNCERTAIN_PREFIX,
     DeliveryError,
@@ -33,22 +33,11 @@ from gateway.outbound.base import (
     TransientError,
     UncertainError,
 )
-from gateway.outbound.queue import (
-    TRANSITIONS,
-    NotSendable,
-    delivery_event,
-    integration_detail,
-    set_status,
-)
-from gateway.store.models import (
-    Delivery,
-    DeliveryState,
-    DocStatus,
-    Document,
-    Event,
-    UTCDateTime,
-    utcnow,
-)
+from gateway.outbound.queue import NotSendable, delivery_event, integration_detail, set_status
+from gateway.store.models import Delivery, DeliveryState, DocStatus, utcnow
+
+# A claimed delivery's row as `statements.due` reads it: its own columns and its document's.
+DueRow = Row[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +62,18 @@ def claim(
 ) -> list[Claim]:
     """Take up to `limit` due deliveries, skipping integrations in `busy` (or of the one
     `integration_id` only); the caller commits."""
+    return [claim for claim, _ in claim_documents(session, lease, limit, busy, integration_id)]
+
+
+def claim_documents(
+    session: Session,
+    lease: float,
+    limit: int,
+    busy: Collection[int] = frozenset(),
+    integration_id: int | None = None,
+) -> list[tuple[Claim, DueRow]]:
+    """`claim`, each claim with the row that claimed it, which holds the columns of its
+    document and dossier that sending it needs."""
     now = utcnow()
     values: dict[str, object] = {"b_now": now, "b_limit": limit}
     if busy:
@@ -80,7 +81,8 @@ def claim(
     if integration_id is not None:
         values["b_integration"] = integration_id
     connection = session.connection()
-    rows = connection.execute(_due(bool(busy), integration_id is not None), values).all()
+    due = statements.due(bool(busy), integration_id is not None)
+    rows = connection.execute(due, values).all()
     if not rows:
         return []
     lease_until = now + timedelta(seconds=lease)
@@ -105,7 +107,7 @@ def claim(
         }
         for claim, row in zip(claims, rows, strict=True)
     ]
-    taken = _fenced(connection, _TAKE, takes, claims, DeliveryState.SENDING)
+    taken = _fenced(connection, statements.TAKE, takes, claims, DeliveryState.SENDING)
     for claim, row, ours in zip(claims, rows, taken, strict=True):
         if ours and row.state is DeliveryState.SENDING:
             delivery_event(
@@ -115,7 +117,7 @@ def claim(
                 attempt=claim.attempt_id,
                 previous_attempt=row.attempt_id or "",
             )
-    return [claim for claim, ours in zip(claims, taken, strict=True) if ours]
+    return [(claim, row) for claim, row, ours in zip(claims, rows, taken, strict=True) if ours]
 
 
 def renew(session: Session, claim: Claim, lease: float) -> bool:
@@ -158,7 +160,7 @@ def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> li
         {"b_id": claim.delivery_id, "b_attempt": claim.attempt_id, "b_ref": ref, "b_now": now}
         for claim, ref in accepted
     ]
-    owned = _fenced(connection, _COMPLETE, params, claims, DeliveryState.SENT)
+    owned = _fenced(connection, statements.COMPLETE, params, claims, DeliveryState.SENT)
     documents, events = [], []
     for (claim, remote_ref), ours in zip(accepted, owned, strict=True):
         if not ours:
@@ -183,10 +185,10 @@ def complete_many(session: Session, accepted: Sequence[tuple[Claim, str]]) -> li
             }
         )
     if documents:
-        sent = connection.execute(_MARK_SENT, {"b_docs": documents, "b_now": now})
+        sent = connection.execute(statements.MARK_SENT, {"b_docs": documents, "b_now": now})
         if sent.rowcount != len(documents):
             raise NotSendable(f"documents {documents} cannot all go to {DocStatus.SENT}")
-        connection.execute(_EVENTS.insert(), events)
+        connection.execute(statements.INSERT_EVENTS, events)
     return owned
 
 
@@ -207,7 +209,7 @@ def _fenced(
     if written == len(params) and connection.dialect.supports_sane_multi_rowcount:
         return [True] * len(params)
     ids = [claim.delivery_id for claim in claims]
-    now_held = dict(connection.execute(_HELD, {"b_ids": ids, "b_state": state}).all())
+    now_held = dict(connection.execute(statements.HELD, {"b_ids": ids, "b_state": state}).all())
     return [now_held.get(claim.delivery_id) == claim.attempt_id for claim in claims]
 
 
@@ -302,88 +304,3 @@ def _attempt_event(
         **extra,
         **detail,
     )
-
-
-# The statements of the runner's hot path, built once: each runs once per document, and
-# building and caching a statement anew costs more than executing it.
-_DELIVERIES = cast(Table, Delivery.__table__)
-_DOCUMENTS = cast(Table, Document.__table__)
-_EVENTS = cast(Table, Event.__table__)
-_SENDING = _DELIVERIES.c.state == DeliveryState.SENDING
-
-
-@functools.cache
-def _due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
-    """Due deliveries, oldest first, locked for the claim (SKIP LOCKED on PostgreSQL)."""
-    table, now = _DELIVERIES, bindparam("b_now", type_=UTCDateTime)
-    query = select(
-        table.c.id,
-        table.c.attempt_id,
-        table.c.state,
-        table.c.integration_id,
-        table.c.last_error_code,
-        table.c.document_id,
-        table.c.attempts,
-    ).where(
-        or_(
-            table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])
-            & (table.c.next_attempt_at <= now),
-            (table.c.state == DeliveryState.SENDING) & (table.c.lease_until < now),
-        )
-    )
-    if skip_busy:
-        query = query.where(table.c.integration_id.not_in(bindparam("b_busy", expanding=True)))
-    if one_integration:
-        query = query.where(table.c.integration_id == bindparam("b_integration"))
-    return (
-        query.order_by(table.c.next_attempt_at, table.c.id)
-        .limit(bindparam("b_limit", type_=Integer))
-        .with_for_update(skip_locked=True)
-    )
-
-
-_TAKE = (
-    update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id == bindparam("b_id"),
-        _DELIVERIES.c.attempt_id.is_not_distinct_from(bindparam("b_old")),
-    )
-    .values(
-        state=DeliveryState.SENDING,
-        attempt_id=bindparam("b_new"),
-        lease_until=bindparam("b_lease"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_COMPLETE = (
-    update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id == bindparam("b_id"),
-        _DELIVERIES.c.attempt_id == bindparam("b_attempt"),
-        _SENDING,
-    )
-    .values(
-        state=DeliveryState.SENT,
-        attempts=_DELIVERIES.c.attempts + 1,
-        remote_ref=bindparam("b_ref"),
-        last_error_code="",
-        last_error_text="",
-        lease_until=None,
-        updated_at=bindparam("b_now"),
-    )
-)
-# Which attempt holds each of some deliveries in a given state.
-_HELD = select(_DELIVERIES.c.id, _DELIVERIES.c.attempt_id).where(
-    _DELIVERIES.c.id.in_(bindparam("b_ids", expanding=True)),
-    _DELIVERIES.c.state == bindparam("b_state"),
-)
-_MARK_SENT = (
-    update(_DOCUMENTS)
-    .where(
-        _DOCUMENTS.c.id.in_(bindparam("b_docs", expanding=True)),
-        _DOCUMENTS.c.status.in_(
-            [status for status, targets in TRANSITIONS.items() if DocStatus.SENT in targets]
-        ),
-    )
-    .values(status=DocStatus.SENT, status_reason="", sent_at=bindparam("b_now"))
-)

@@ -13,20 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DeliverySettings
-from gateway.outbound import attempts, queue
+from gateway.outbound import attempts, queue, statements
 from gateway.outbound.base import DeliveryError, Outgoing
 from gateway.outbound.kinds import concurrency
 from gateway.store.db import Store
-from gateway.store.models import Delivery, Document, Dossier, Integration
-
-# One claimed delivery's document and dossier columns, as `_ROWS` selects them.
-_DocRow = Row[*tuple[Any, ...]]
 
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
 # while a round commits, few enough that a second instance on PostgreSQL finds work too.
@@ -58,7 +53,7 @@ class Job:
 
     claim: attempts.Claim
     target: Target
-    row: _DocRow
+    row: attempts.DueRow
     data: bytes | None = None
 
     @property
@@ -130,20 +125,18 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             attempts.expire(session, claim)
         rooms = {} if work.held is None else _rooms(targets, work.held)
         claims = _claim(session, settings, rooms)
-        rows = _rows(session, [c.delivery_id for c in claims])
     budget = READ_AHEAD
     jobs = []
-    for claim in claims:
-        row = rows[claim.delivery_id]
+    for claim, row in claims:
         data = _read_ahead(store, row) if row.size <= budget else None
         budget -= len(data or b"")
         jobs.append(Job(claim, targets[claim.integration_id], row, data))
-    taken = Counter(claim.integration_id for claim in claims)
+    taken = Counter(claim.integration_id for claim, _ in claims)
     dry = {iid for iid, room in rooms.items() if taken[iid] < room}
     return Result(owned, lost, jobs, set(rooms), dry)
 
 
-def _read_ahead(store: Store, row: _DocRow) -> bytes | None:
+def _read_ahead(store: Store, row: attempts.DueRow) -> bytes | None:
     """The document's bytes, or None to leave it to the job (which then reports the error)."""
     try:
         return store.blobs.get(row.blob_sha256)
@@ -165,7 +158,7 @@ def _record(session: Session, outcomes: list[Outcome], settings: DeliverySetting
 
 
 def _targets(session: Session) -> dict[int, Target]:
-    rows = session.connection().execute(_TARGETS)
+    rows = session.connection().execute(statements.TARGETS)
     return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
 
 
@@ -177,43 +170,8 @@ def _rooms(targets: dict[int, Target], held: Mapping[int, int]) -> dict[int, int
 
 def _claim(
     session: Session, settings: DeliverySettings, rooms: dict[int, int]
-) -> list[attempts.Claim]:
-    claims: list[attempts.Claim] = []
+) -> list[tuple[attempts.Claim, attempts.DueRow]]:
+    claims: list[tuple[attempts.Claim, attempts.DueRow]] = []
     for iid, room in rooms.items():
-        claims += attempts.claim(session, settings.lease, room, integration_id=iid)
+        claims += attempts.claim_documents(session, settings.lease, room, integration_id=iid)
     return claims
-
-
-def _rows(session: Session, ids: list[int]) -> dict[int, _DocRow]:
-    if not ids:
-        return {}
-    return {row.delivery_id: row for row in session.connection().execute(_ROWS, {"ids": ids})}
-
-
-# Built once: a round runs these every time, and building a statement costs more than running it.
-_INTEGRATIONS = cast(Table, Integration.__table__)
-_DELIVERIES = cast(Table, Delivery.__table__)
-_DOCUMENTS = cast(Table, Document.__table__)
-_DOSSIERS = cast(Table, Dossier.__table__)
-_TARGETS = select(
-    _INTEGRATIONS.c.id, _INTEGRATIONS.c.name, _INTEGRATIONS.c.kind, _INTEGRATIONS.c.options
-)
-_ROWS = (
-    select(
-        _DELIVERIES.c.id.label("delivery_id"),
-        _DOCUMENTS.c.id.label("document_id"),
-        _DOCUMENTS.c.doc_type,
-        _DOCUMENTS.c.filename,
-        _DOCUMENTS.c.media_type,
-        _DOCUMENTS.c.blob_sha256,
-        _DOCUMENTS.c.size,
-        _DOCUMENTS.c.facts,
-        _DOSSIERS.c.slug,
-        _DOSSIERS.c.accounting_file_id,
-        _DOSSIERS.c.overrides,
-        _DOSSIERS.c.vat_number,
-    )
-    .join_from(_DELIVERIES, _DOCUMENTS, _DELIVERIES.c.document_id == _DOCUMENTS.c.id)
-    .join(_DOSSIERS, _DOCUMENTS.c.dossier_id == _DOSSIERS.c.id)
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
-)

@@ -2,9 +2,10 @@
 
 The host key is pinned: an unknown or changed key is a failure that says so, never a prompt.
 A small pool (the integration's `concurrency`) of connections is kept and reused; a connection
-is dropped on any transport error. A file is written under a temporary name and renamed;
-SFTP's rename refuses to overwrite, and a final name that already holds the same bytes counts
-as delivered, which is also how an uncertain attempt is reconciled.
+is dropped on any transport error, and sends its packets once per turn of the loop
+(`sftp_wire`). A file is written under a temporary name and renamed; SFTP's rename refuses to
+overwrite, and a final name that already holds the same bytes counts as delivered, which is
+also how an uncertain attempt is reconciled.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.outbound.base import (
 from gateway.outbound.kinds import SftpOptions
 from gateway.outbound.naming import render, target_folder
 from gateway.outbound.secrets import read_secret
+from gateway.outbound.sftp_wire import DirectTcp
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +130,7 @@ class SftpAdapter:
                 connect_timeout=opts.connect_timeout,
                 encryption_algs=CIPHERS,
                 agent_path=None,
+                tunnel=DirectTcp(),
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise PermanentError(

@@ -1,13 +1,14 @@
 """Delivery workers: claim due deliveries, hand them to their integrations' adapters, record it.
 
-One dispatcher owns the database side and works in rounds (`rounds.run`, one transaction in
-its own thread): record every outcome that came in since the last round, renew the leases
-that need it, and claim more for integrations whose lane runs low. Deliveries run as tasks,
-at most `workers` at once and at most an integration's `concurrency` each, so one slow package
-never holds every worker. A finished delivery wakes the dispatcher when the runner would
-otherwise idle or its lane runs low (`_round_due`); the rules stage wakes it whenever it
-queues a document (`wake`, which may be set from its thread). Adapters are cached per
-integration, so connections are reused between documents.
+One dispatcher owns the database side and works in rounds (`rounds.run`, one transaction in its
+own thread): record every outcome that came in since the last round, renew the leases that need
+it, and claim more for integrations whose lane runs low. Deliveries run as tasks, at most
+`workers` at once and at most an integration's `concurrency` each, so one slow package never
+holds every worker. A finished delivery wakes the dispatcher when its lane runs low while more
+may be due, else its outcome waits for the next round, `OUTCOME_DELAY` at most (`_round_due`);
+the rules stage wakes it whenever it queues a document (`wake`, which may be set from its
+thread). Rounds begin `ROUND_GAP` apart at least, so documents queued close together share
+one. Adapters are cached per integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ log = structlog.get_logger(__name__)
 # Longest a finished delivery's outcome waits for a round to record it while rounds are being
 # batched: until it is recorded a crash leaves the delivery uncertain (checked or resent).
 OUTCOME_DELAY = 0.05
+# Shortest time from the start of one round to the start of the next. Documents queued within
+# it share one round (one claim, one commit) instead of taking a round each, as arrivals share
+# the SMTP door's group commit; a document waits this long for its claim at most.
+ROUND_GAP = 0.02
 
 
 class Wake(asyncio.Event):
@@ -97,6 +102,7 @@ class DeliveryRunner:
         self._stopping = False
         self._db: ThreadPoolExecutor | None = None
         self._record_timer: asyncio.TimerHandle | None = None
+        self._round_at = 0.0
 
     async def run(self) -> None:
         """Deliver until cancelled; then give back what was claimed and record what finished."""
@@ -114,6 +120,7 @@ class DeliveryRunner:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._pause()):
                         await self.wake.wait()
+                await self._gap()
         finally:
             await self._stop()
 
@@ -126,7 +133,14 @@ class DeliveryRunner:
         """Longest wait between rounds: the poll, and often enough to renew leases in time."""
         return min(self.settings.poll_interval, self.settings.lease / 3)
 
+    async def _gap(self) -> None:
+        """Wait out what is left of `ROUND_GAP` since the last round began."""
+        rest = self._round_at + ROUND_GAP - time.monotonic()
+        if rest > 0:
+            await asyncio.sleep(rest)
+
     async def _round(self) -> None:
+        self._round_at = time.monotonic()
         if self._record_timer is not None:
             self._record_timer.cancel()
             self._record_timer = None
@@ -228,6 +242,7 @@ class DeliveryRunner:
             self.wake.set()
         elif self._record_timer is None:
             loop = asyncio.get_running_loop()
+            # No round began since this finished, so none began within the gap before it fires.
             self._record_timer = loop.call_later(OUTCOME_DELAY, self._record_due)
 
     def _record_due(self) -> None:
@@ -237,14 +252,13 @@ class DeliveryRunner:
     def _round_due(self, lane: int) -> bool:
         """Whether a finished delivery calls a round at once, or its outcome waits for the next.
 
-        At once when the runner would otherwise idle or run dry: nothing else is running (a
-        lone delivery is recorded at once), or its lane has fewer claims waiting than it has
-        slots while more may be due. Under load a round thus records several outcomes in one
-        commit and claims for several slots, instead of one round per document; an outcome
-        waits at most `OUTCOME_DELAY` (or less: the lane runs low, new work is queued).
+        At once when its lane runs low while more may be due: it has fewer claims waiting
+        than slots and its last claim did not come back short. Otherwise the outcome waits
+        for the next round, at most `OUTCOME_DELAY`: under load a round then records several
+        outcomes in one commit and claims for several slots, and when documents trickle in
+        one at a time the round that claims the next one records this one too, instead of a
+        round (and a commit) for each.
         """
-        if not self._tasks:
-            return True
         waiting = len(self._backlog.get(lane, ()))
         return lane not in self._dry and waiting < self._limits.get(lane, 1)
 

@@ -122,3 +122,19 @@ def test_a_lane_is_dry_when_its_claim_found_less_than_its_room(store: Store) -> 
     third = rounds.run(store, SETTINGS, rounds.Round(held={busy: rounds.AHEAD * 2 - 2}))
     assert (third.asked, third.dry) == ({busy, quiet}, {busy, quiet})
     assert [job.target.id for job in third.jobs] == [busy]
+
+
+def test_a_claim_reads_its_documents_in_the_claiming_query(store: Store) -> None:
+    """Two reads per claiming round: the integrations and the due deliveries with their
+    documents; not a third for the documents of what was claimed."""
+    _queue(store, "drop", 3)
+    selects = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    claimed = rounds.run(store, SETTINGS, rounds.Round(held={}))
+    assert sorted(job.row.filename for job in claimed.jobs) == ["0.xml", "1.xml", "2.xml"]
+    assert len(selects) == 2

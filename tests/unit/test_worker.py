@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import event, select
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
 from gateway.outbound.base import Outgoing
-from gateway.outbound.worker import DeliveryRunner
+from gateway.outbound.worker import ROUND_GAP, DeliveryRunner
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, DeliveryState, DocType, Document, Dossier, Integration
 
@@ -105,6 +106,86 @@ def test_a_backlog_is_recorded_several_documents_per_commit_and_the_last_without
     assert len(list((tmp_path / "Invoice_import").iterdir())) == count
     # One commit per round; a round per finished document would be about one per two.
     assert len(commits) < count / 5
+
+
+def _rounds_for(tmp_path: Path, count: int, spacing: float) -> int:
+    """Rounds (commits in the runner's database thread) while `count` documents are queued
+    one at a time, `spacing` seconds apart, and delivered."""
+    store = _store(tmp_path)
+    runner = DeliveryRunner(store, SLOW_POLL)
+    rounds = []
+
+    def counted(_conn: object) -> None:
+        if threading.current_thread().name.startswith("delivery-db"):
+            rounds.append(1)
+
+    def rules_stage() -> None:
+        for n in range(1, count + 1):
+            _queue_one(store, n)
+            runner.wake.set()
+            time.sleep(spacing)
+
+    async def scenario() -> list[DeliveryState]:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.2)
+        event.listen(store.engine, "commit", counted)
+        await asyncio.to_thread(rules_stage)
+        async with asyncio.timeout(10):
+            while (states := await asyncio.to_thread(_states, store)).count(
+                DeliveryState.SENT
+            ) < count:
+                await asyncio.sleep(0.05)
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        return states
+
+    assert asyncio.run(scenario()) == [DeliveryState.SENT] * count
+    return len(rounds)
+
+
+def test_documents_queued_one_at_a_time_take_one_round_each_not_two(tmp_path: Path) -> None:
+    """The round that claims the next document records the previous one's outcome, instead
+    of a round of its own as soon as it finished (when nothing else was running)."""
+    # Further apart than ROUND_GAP, closer than OUTCOME_DELAY; a delivery to a directory is
+    # over well within it.
+    count = 20
+    # About a round per document queued; twice that when each outcome had its own.
+    assert _rounds_for(tmp_path, count, spacing=0.03) <= 1.5 * count
+
+
+def test_wake_ups_closer_than_the_round_gap_share_a_round(tmp_path: Path) -> None:
+    """However often the rules stage wakes the runner, rounds begin ROUND_GAP apart at most,
+    so documents queued within it share one claim and one commit."""
+    store = _store(tmp_path)
+    runner = DeliveryRunner(store, SLOW_POLL)
+    rounds = []
+
+    def counted(_conn: object) -> None:
+        if threading.current_thread().name.startswith("delivery-db"):
+            rounds.append(1)
+
+    def rules_stage() -> float:
+        started = time.monotonic()
+        for _ in range(100):
+            runner.wake.set()
+            time.sleep(0.002)
+        return time.monotonic() - started
+
+    async def scenario() -> float:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.2)
+        event.listen(store.engine, "commit", counted)
+        waking = await asyncio.to_thread(rules_stage)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        return waking
+
+    waking = asyncio.run(scenario())
+    # One round when woken, then one per gap at most; a round per wake-up was about 50.
+    assert len(rounds) <= waking / ROUND_GAP + 3
 
 
 class HeldAdapter:
