@@ -54,6 +54,32 @@ def _states(store: Store) -> list[DeliveryState]:
         return list(session.scalars(select(Delivery.state)))
 
 
+async def _until_sent(store: Store, count: int, timeout: float) -> list[DeliveryState]:
+    """The states once `count` deliveries are sent, polled far faster than the runner polls."""
+    async with asyncio.timeout(timeout):
+        while (states := await asyncio.to_thread(_states, store)).count(DeliveryState.SENT) < count:
+            await asyncio.sleep(0.05)
+    return states
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    async with asyncio.timeout(15):
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _count_rounds(store: Store) -> list[int]:
+    """From now on, one entry per commit of the runner's database thread: one per round."""
+    rounds: list[int] = []
+
+    def counted(_conn: object) -> None:
+        if threading.current_thread().name.startswith("delivery-db"):
+            rounds.append(1)
+
+    event.listen(store.engine, "commit", counted)
+    return rounds
+
+
 def test_a_document_queued_by_another_thread_is_delivered_without_waiting_for_the_poll(
     tmp_path: Path,
 ) -> None:
@@ -70,9 +96,7 @@ def test_a_document_queued_by_another_thread_is_delivered_without_waiting_for_th
         threading.Timer(0.3, rules_stage).start()
         await asyncio.sleep(3)
         states = await asyncio.to_thread(_states, store)
-        task.cancel()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
+        await _stop(task)
         return states
 
     assert asyncio.run(scenario()) == [DeliveryState.SENT]
@@ -92,14 +116,8 @@ def test_a_backlog_is_recorded_several_documents_per_commit_and_the_last_without
 
     async def scenario() -> list[DeliveryState]:
         task = asyncio.create_task(runner.run())
-        async with asyncio.timeout(20):  # far shorter than the poll
-            while (states := await asyncio.to_thread(_states, store)).count(
-                DeliveryState.SENT
-            ) < count:
-                await asyncio.sleep(0.05)
-        task.cancel()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
+        states = await _until_sent(store, count, timeout=20)  # far shorter than the poll
+        await _stop(task)
         return states
 
     assert asyncio.run(scenario()) == [DeliveryState.SENT] * count
@@ -113,11 +131,6 @@ def _rounds_for(tmp_path: Path, count: int, spacing: float) -> int:
     one at a time, `spacing` seconds apart, and delivered."""
     store = _store(tmp_path)
     runner = DeliveryRunner(store, SLOW_POLL)
-    rounds = []
-
-    def counted(_conn: object) -> None:
-        if threading.current_thread().name.startswith("delivery-db"):
-            rounds.append(1)
 
     def rules_stage() -> None:
         for n in range(1, count + 1):
@@ -125,23 +138,18 @@ def _rounds_for(tmp_path: Path, count: int, spacing: float) -> int:
             runner.wake.set()
             time.sleep(spacing)
 
-    async def scenario() -> list[DeliveryState]:
+    async def scenario() -> tuple[list[DeliveryState], int]:
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(0.2)
-        event.listen(store.engine, "commit", counted)
+        rounds = _count_rounds(store)
         await asyncio.to_thread(rules_stage)
-        async with asyncio.timeout(10):
-            while (states := await asyncio.to_thread(_states, store)).count(
-                DeliveryState.SENT
-            ) < count:
-                await asyncio.sleep(0.05)
-        task.cancel()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
-        return states
+        states = await _until_sent(store, count, timeout=10)
+        await _stop(task)
+        return states, len(rounds)
 
-    assert asyncio.run(scenario()) == [DeliveryState.SENT] * count
-    return len(rounds)
+    states, rounds = asyncio.run(scenario())
+    assert states == [DeliveryState.SENT] * count
+    return rounds
 
 
 def test_documents_queued_one_at_a_time_take_one_round_each_not_two(tmp_path: Path) -> None:
@@ -159,11 +167,6 @@ def test_wake_ups_closer_than_the_round_gap_share_a_round(tmp_path: Path) -> Non
     so documents queued within it share one claim and one commit."""
     store = _store(tmp_path)
     runner = DeliveryRunner(store, SLOW_POLL)
-    rounds = []
-
-    def counted(_conn: object) -> None:
-        if threading.current_thread().name.startswith("delivery-db"):
-            rounds.append(1)
 
     def rules_stage() -> float:
         started = time.monotonic()
@@ -172,20 +175,18 @@ def test_wake_ups_closer_than_the_round_gap_share_a_round(tmp_path: Path) -> Non
             time.sleep(0.002)
         return time.monotonic() - started
 
-    async def scenario() -> float:
+    async def scenario() -> tuple[float, int]:
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(0.2)
-        event.listen(store.engine, "commit", counted)
+        rounds = _count_rounds(store)
         waking = await asyncio.to_thread(rules_stage)
         await asyncio.sleep(0.1)
-        task.cancel()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
-        return waking
+        await _stop(task)
+        return waking, len(rounds)
 
-    waking = asyncio.run(scenario())
+    waking, rounds = asyncio.run(scenario())
     # One round when woken, then one per gap at most; a round per wake-up was about 50.
-    assert len(rounds) <= waking / ROUND_GAP + 3
+    assert rounds <= waking / ROUND_GAP + 3
 
 
 class HeldAdapter:
@@ -223,9 +224,7 @@ def test_an_outcome_is_recorded_soon_while_a_busy_lane_keeps_its_rounds_batched(
             while DeliveryState.SENT not in (states := await asyncio.to_thread(_states, store)):
                 await asyncio.sleep(0.05)
         adapter.release.set()
-        task.cancel()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
+        await _stop(task)
         return states
 
     states = asyncio.run(scenario())
