@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from gateway.intake.smtpd.data_decoder import DataDecoder, DataError
+from gateway.intake.smtpd.data_decoder import MAX_LINE_CHARS, DataDecoder, DataError
 
 PIPELINED = b"MAIL FROM:<next@example.com>\r\nRCPT TO:<a@b>\r\n"
 
@@ -27,8 +27,10 @@ def oracle(stream: bytes) -> tuple[bytes, bytes]:
     return b"".join(line + b"\r\n" for line in lines), stream[pos:]
 
 
-def decode(chunks: list[bytes], max_size: int | None = None) -> tuple[DataDecoder, bytes, bytes]:
-    decoder = DataDecoder(max_size)
+def decode(
+    chunks: list[bytes], max_size: int | None = None, max_chars: int = MAX_LINE_CHARS
+) -> tuple[DataDecoder, bytes, bytes]:
+    decoder = DataDecoder(max_size, max_chars)
     out, rest = [], b""
     for chunk in chunks:
         if decoder.done:
@@ -224,17 +226,9 @@ def test_random_streams_with_broken_rules_are_judged_like_line_by_line() -> None
         sizes = rng.choice([1, 3, 7, 41, 42, 100, 4_096])
         cuts = range(0, len(stream), rng.randint(1, sizes))
         chunks = [stream[at : at + cuts.step] for at in cuts]
-        decoder = DataDecoder(None, max_chars)
-        out, after = [], b""
-        for chunk in chunks:
-            if decoder.done:
-                after += chunk
-                continue
-            data, tail = decoder.feed(chunk)
-            out.extend(data)
-            after += tail
+        decoder, out, after = decode(chunks, max_chars=max_chars)
         assert decoder.done and after == rest, (stream, sizes)
         if broken:
             assert decoder.error in broken, (stream, sizes, broken)
         else:
-            assert decoder.error is None and b"".join(out) == message, (stream, sizes)
+            assert decoder.error is None and out == message, (stream, sizes)
