@@ -7,8 +7,10 @@ after a lost 250, an IMAP re-scan and a file dropped twice all end in one messag
 
 Two ways in, one row: `accept_message` takes bytes in memory (IMAP, folder); the SMTP door
 streams DATA to a spool file, `adopt_spooled` makes that file the blob, and `commit_arrivals`
-commits the rows of many sessions in one transaction (`group_commit`). Both build the row with
-`arrive` and insert it with `_insert`, so key, columns, event and metrics cannot drift apart.
+commits the rows of many sessions in one transaction (`group_commit`). A message the door took
+whole in memory skips the file: its bytes ride in that transaction (`held_raw`), and the rules
+stage files them in the blob store later. Every row is built by `arrive` and inserted by
+`_insert`, so key, columns, held bytes, event and metrics cannot drift apart.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
 from gateway.mime import plain_headers
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store
-from gateway.store.models import Base, Event, Message, utcnow
+from gateway.store.models import Base, Event, HeldRaw, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
 MESSAGES = Base.metadata.tables[Message.__tablename__]
@@ -43,6 +45,7 @@ KNOWN_KEYS = select(MESSAGES.c.intake_key, MESSAGES.c.id).where(
 )
 INSERT_MESSAGES = insert(MESSAGES).returning(MESSAGES.c.intake_key, MESSAGES.c.id)
 INSERT_EVENTS = insert(EVENTS)
+INSERT_HELD = insert(Base.metadata.tables[HeldRaw.__tablename__])
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Arrival:
-    """A message made durable as a blob, whose row is not committed yet."""
+    """A message made durable as a blob, or `held` in memory to be committed with its row,
+    whose row is not committed yet."""
 
     intake_key: str
     # The `Message` columns; a fresh row is built from them for every commit attempt.
@@ -79,6 +83,8 @@ class Arrival:
     started: float = field(default_factory=time.monotonic)
     # The blob's directory when its new entry is not durable yet: `commit_arrivals` syncs it.
     unsynced: Path | None = None
+    # The raw message, when it is to be made durable in the row's own transaction.
+    held: bytes | None = None
 
 
 # Called inside the storing transaction with the message's id (IMAP records its UID there).
@@ -100,9 +106,11 @@ def arrive(
     quarantine: str = "",
     auth: dict[str, Any] | None = None,
     unsynced: Path | None = None,
+    held: bytes | None = None,
 ) -> Arrival:
     """The row of a message whose blob `digest` is durable (or will be once `unsynced`, its
-    directory, is synced): the one place columns are chosen.
+    directory, is synced, or whose bytes are `held` for the row's transaction): the one place
+    columns are chosen.
 
     `raw_head` is the message's header block (or the whole message); nothing past it is read.
     """
@@ -126,7 +134,7 @@ def arrive(
         "reason": quarantine,
         "processed_at": utcnow() if quarantine else None,
     }
-    return Arrival(key, fields, started, unsynced)
+    return Arrival(key, fields, started, unsynced, held)
 
 
 def accept_message(
@@ -197,7 +205,7 @@ def commit_arrivals(store: Store, arrivals: list[Arrival]) -> list[Accepted]:
 
     One commit (one fsync of the database log) for the whole batch is what makes concurrent
     sessions cheap, and so is one sync per blob directory the batch's files were renamed into,
-    made before the commit: a committed row always names a durable blob.
+    made before the commit: a committed row always names a durable blob, or holds its bytes.
     """
     for directory in {a.unsynced for a in arrivals if a.unsynced is not None}:
         fsync_dir(directory)
@@ -247,8 +255,8 @@ def _commit_batch(store: Store, arrivals: list[Arrival], *, look_up: bool) -> li
 
 
 def _insert(connection: Connection, arrivals: list[Arrival]) -> list[int]:
-    """Insert the rows of `arrivals` (distinct keys) and each one's intake event; return the
-    rows' ids in the order of `arrivals`.
+    """Insert the rows of `arrivals` (distinct keys), each one's intake event and the bytes
+    of those `held`; return the rows' ids in the order of `arrivals`.
 
     Plain multi-row INSERTs (one statement per table for the whole batch), not ORM objects:
     nothing here reads the rows back, and building and tracking objects cost more CPU than the
@@ -261,6 +269,13 @@ def _insert(connection: Connection, arrivals: list[Arrival]) -> list[int]:
     ids = [by_key[arrival.intake_key] for arrival in arrivals]
     rows = [_event(row, arrival.fields) for row, arrival in zip(ids, arrivals, strict=True)]
     connection.execute(INSERT_EVENTS, rows)
+    held = [
+        {"message_id": row, "data": arrival.held}
+        for row, arrival in zip(ids, arrivals, strict=True)
+        if arrival.held is not None
+    ]
+    if held:
+        connection.execute(INSERT_HELD, held)
     return ids
 
 

@@ -7,9 +7,9 @@ take milliseconds, which on the loop would stall every session at once. Memory p
 bounded by `FLUSH_SIZE`, whatever the message size. The spool directory is inside the blob
 store's root, so adopting the file as a blob is a rename on the same file system, never a copy.
 
-A message below `FLUSH_SIZE` touches the disk only once it is finished, in a single thread hop
-that the SMTP door also uses to adopt it; one it refuses never reaches the disk at all. Its
-header block (`head`) is kept as it goes by, so the checks need not read the file back.
+A message below `FLUSH_SIZE` never touches the disk here: the SMTP door takes its bytes
+(`held`) and commits them with its row, and one it refuses is simply dropped. Its header block
+(`head`) is kept as it goes by, so the checks need not read the message back.
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ class Spooled:
     size: int
 
 
+@dataclass(frozen=True)
+class Held:
+    """A complete message that never reached the disk: its bytes, in memory."""
+
+    data: bytes
+    sha256: str
+
+
 class SpoolFile:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -209,10 +217,22 @@ class SpoolFile:
         self._pending.clear()
         self._pending_size = 0
 
+    def held(self) -> Held | None:
+        """The whole message and its sha256 when it never reached the disk, which finishes the
+        spool; else None, and the message's file is for `finish` to make durable."""
+        if self.path is not None:
+            return None
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._finished = True
+        return Held(data, hashlib.sha256(data).hexdigest())
+
     def read_back(self) -> bytes:
-        """The whole message so far, written out first if need be; blocking (a thread)."""
+        """The whole message so far: from memory when it never reached the disk, else read
+        from its file after writing out the rest; blocking (a thread)."""
+        if self.path is None:
+            return b"".join(self._pending)
         self.flush()
-        assert self.path is not None
         return self.path.read_bytes()
 
     def finish(self) -> Spooled:

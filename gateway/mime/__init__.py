@@ -1,6 +1,6 @@
 """MIME: a raw message taken apart into the files that are documents, and its headers.
 
-`extract`/`extract_file` stream a message into its leaves (`walk`, over `lines`, bodies
+`extract`/`extract_to_blobs` stream a message into its leaves (`walk`, over `lines`, bodies
 decoded into `body`), and say which are documents (`classify`); `message` and
 `plain_headers` read the headers a message row records.
 """
@@ -12,7 +12,7 @@ from gateway.mime.extract import (
     Skipped,
     StoredPart,
     extract,
-    extract_file,
+    extract_to_blobs,
 )
 from gateway.mime.message import Headers, header_block_size, header_values, headers, parse
 
@@ -24,7 +24,7 @@ __all__ = [
     "Skipped",
     "StoredPart",
     "extract",
-    "extract_file",
+    "extract_to_blobs",
     "header_block_size",
     "header_values",
     "headers",

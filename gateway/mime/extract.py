@@ -43,7 +43,7 @@ class Part:
 
 @dataclass(frozen=True)
 class StoredPart:
-    """A document part already written to a staged blob file (see `extract_file`)."""
+    """A document part already written to a staged blob file (see `extract_to_blobs`)."""
 
     filename: str
     media_type: str
@@ -160,13 +160,16 @@ def extract(raw: bytes, limits: MimeSettings) -> Extraction[Part]:
     return _extract(io.BytesIO(raw), limits, _InMemory())
 
 
-def extract_file(path: Path, limits: MimeSettings, blobs: BlobStore) -> Extraction[StoredPart]:
-    """The documents in the message file `path`, each written to a staged blob of `blobs`
-    (the caller publishes them); memory stays small whatever the message's size. Raises
-    `Quarantine` past a limit, having dropped what it staged."""
+def extract_to_blobs(
+    message: Path | bytes, limits: MimeSettings, blobs: BlobStore
+) -> Extraction[StoredPart]:
+    """The documents in `message` (a file, or bytes already in memory), each written to a
+    staged blob of `blobs` (the caller publishes them); from a file, memory stays small
+    whatever the message's size. Raises `Quarantine` past a limit, having dropped what it
+    staged."""
     target = _Staging(blobs)
     try:
-        with path.open("rb") as fh:
+        with io.BytesIO(message) if isinstance(message, bytes) else message.open("rb") as fh:
             return _extract(fh, limits, target)
     except BaseException:
         for staged in target.finished.values():

@@ -16,11 +16,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.store.models import Address, Dossier, Message
+from gateway.store.models import Address, Dossier, HeldRaw, Message
 
 _MESSAGES = cast(Table, Message.__table__)
 _DOSSIERS = cast(Table, Dossier.__table__)
 _ADDRESSES = cast(Table, Address.__table__)
+_HELD = cast(Table, HeldRaw.__table__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Pending:
     subject: str
     recipients: list[str]
     routes: list[dict[str, str]]
+    # The raw message when the database holds it (`HeldRaw`), else it is the blob `raw_sha256`.
+    held: bytes | None
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ _PENDING = (
         _MESSAGES.c.subject,
         _MESSAGES.c.recipients,
         _MESSAGES.c.routes,
+        _HELD.c.data,
     )
+    .join_from(_MESSAGES, _HELD, _HELD.c.message_id == _MESSAGES.c.id, isouter=True)
     .where(_MESSAGES.c.processed_at.is_(None))
     .order_by(_MESSAGES.c.id)
     .limit(bindparam("limit"))
@@ -97,6 +102,7 @@ def pending(session: Session, limit: int) -> list[Pending]:
             row.subject,
             list(row.recipients or []),
             list(row.routes or []),
+            row.data,
         )
         for row in rows
     ]

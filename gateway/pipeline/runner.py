@@ -3,11 +3,14 @@
 Recognition itself (`gateway.rules`) is pure; this module does the I/O around it, a batch of
 messages at a time, in three steps:
 
-1. outside any transaction, each message is taken apart from its blob file, its parts written
-   to staged blob files, and recognised (`prepare`); a database read only;
-2. the staged blobs are made durable together (`BlobStore.publish`);
-3. one transaction writes every message's documents with a few multi-row statements
-   (`gateway.pipeline.write`), in a savepoint, and commits once.
+1. outside any transaction, each message is taken apart from its blob file (or from its
+   bytes the database holds), its parts written to staged blob files, and recognised
+   (`prepare`); a database read only;
+2. the staged blobs, and the held raw messages, are made durable together
+   (`BlobStore.publish`);
+3. one transaction drops the bytes it held of the messages filed in step 2, writes every
+   message's documents with a few multi-row statements (`gateway.pipeline.write`), in a
+   savepoint, and commits once.
 
 So the database's write lock is held for inserts only, one commit (one fsync on SQLite) serves
 the whole batch, and a committed row never names a blob that is not on disk. A crash before
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,7 +43,7 @@ from gateway.rules.policy import Rule
 from gateway.rules.recognize import Options
 from gateway.rules.xsd import SchemaUnavailable, UblSchemas
 from gateway.store.db import Store
-from gateway.store.models import Message, utcnow
+from gateway.store.models import HeldRaw, Message, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +58,8 @@ _PROCESSED = (
     .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
     .values(processed_at=bindparam("at"))
 )
+_HELD = cast(Table, HeldRaw.__table__)
+_FILED = delete(_HELD).where(_HELD.c.message_id.in_(bindparam("ids", expanding=True)))
 
 # Messages per batch: enough to share one commit among many, few enough that the first of a
 # batch does not wait long for the last to be recognised.
@@ -98,11 +103,12 @@ class PipelineRunner:
             messages = rows.pending(session, limit)
             batch = Batch(session, self.store.blobs, self.rules, self.recognition, self.mime_limits)
             prepared = [prepare(batch, message) for message in messages]
+        staged = [blob for p in prepared for blob in p.staged()]
         try:
-            self.store.blobs.publish(blob for p in prepared for blob in p.blobs)
+            self.store.blobs.publish(staged)
         except BaseException:
-            for p in prepared:
-                p.discard()
+            for blob in staged:
+                blob.discard()
             raise
         crashpoint("pipeline_blobs_published")
         if prepared and self._commit(prepared):
@@ -113,6 +119,9 @@ class PipelineRunner:
         """Write the batch in one transaction; returns how many deliveries were queued."""
         with self.store.session.begin() as session:
             free = _claim(session, [p.message_id for p in prepared])
+            filed = [p.message_id for p in prepared if p.raw is not None and p.message_id in free]
+            if filed:
+                session.connection().execute(_FILED, {"ids": filed})
             dossiers = rows.lock(session, {d for p in prepared for d in p.dossier_ids})
             queued = self._write(session, [p for p in prepared if p.message_id in free], dossiers)
             crashpoint("pipeline_before_commit")

@@ -186,6 +186,16 @@ class BlobStore:
             self.staging_made = True
         return BlobWriter(directory, budget)
 
+    def held(self, data: bytes, digest: str) -> Staged:
+        """`data`, whose sha256 is `digest` (the caller hashed it when it came in), as a blob
+        staged in memory: nothing is written until `publish`."""
+        directory = self.root / STAGING
+        if not self.staging_made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.staging_made = True
+        path = directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
+        return Staged(digest, len(data), path, data)
+
     def publish(self, staged: Iterable[Staged]) -> None:
         """Make staged blobs durable under their names: sync every file (side by side), rename
         each into place, then sync each directory once. A blob already in place is kept and

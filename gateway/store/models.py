@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -169,6 +170,23 @@ class Message(Base):
     routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     # Sender authentication evidence (SPF, DKIM, alignment) kept for audit.
     auth: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class HeldRaw(Base):
+    """A message's raw bytes, held in the database from its intake until the rules stage files
+    them in the blob store (in the transaction that marks the message processed).
+
+    The SMTP door takes most messages whole in memory: committing their bytes with their row
+    makes them durable with the batch's one commit, where a file of their own would cost a
+    create, a write, an fsync and a rename each, and a thread hop, before the 250.
+    """
+
+    __tablename__ = "held_raw"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Document(Base):

@@ -2,16 +2,19 @@
 restart every message has exactly one document, delivered once.
 
 The messages are accepted into the store before the daemon starts, so the first batch is full;
-`GW_CRASH_AT` kills the daemon after the batch's blobs are published, or after every message
-of the batch is written but before the commit.
+every other one is held in the database (as the SMTP door keeps most mail), the others are
+blob files. `GW_CRASH_AT` kills the daemon after the batch's blobs are published, or after
+every message of the batch is written but before the commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,9 +24,9 @@ from integration.gateway_proc import DEMO_DROP, Gateway, base_config
 from integration.servers import free_port
 from sqlalchemy import func, select
 
-from gateway.intake.accept import Envelope, accept_message
-from gateway.store.db import open_store
-from gateway.store.models import Document, Message
+from gateway.intake.accept import Envelope, accept_message, arrive, commit_arrivals
+from gateway.store.db import Store, open_store
+from gateway.store.models import Document, HeldRaw, Message
 
 REPO = Path(__file__).resolve().parents[2]
 INVOICE = (REPO / "tests" / "data" / "purchase-invoice-demo.xml").read_bytes()
@@ -43,6 +46,23 @@ def _mail(n: int) -> bytes:
     return msg.as_bytes()
 
 
+def _accept(store: Store, n: int) -> bytes:
+    raw = _mail(n)
+    envelope = Envelope("smtp", "supplier@example.com", [ADDRESS])
+    if n % 2:
+        accept_message(store, raw, envelope)
+    else:
+        digest = hashlib.sha256(raw).hexdigest()
+        arrival = arrive(raw, digest, len(raw), envelope, started=time.monotonic(), held=raw)
+        commit_arrivals(store, [arrival])
+    return raw
+
+
+def _held(store: Store) -> int:
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(HeldRaw)) or 0
+
+
 def _sent(gateway: Gateway) -> list[dict[str, str]] | None:
     docs = gateway.docs()
     return docs if len(docs) >= MESSAGES and all(d["status"] == "sent" for d in docs) else None
@@ -58,8 +78,8 @@ def test_sigkill_in_a_batch_redoes_it_whole_without_duplicates(
     gateway = Gateway(tmp_path, base_config(port, DEMO_DROP, lease=3), port)
     gateway.cli("db", "upgrade")
     store = open_store(f"sqlite:///{tmp_path}/var/gateway.db", tmp_path / "var" / "blobs")
-    for n in range(MESSAGES):
-        accept_message(store, _mail(n), Envelope("smtp", "supplier@example.com", [ADDRESS]))
+    raws = [_accept(store, n) for n in range(MESSAGES)]
+    assert _held(store) == MESSAGES // 2
     with open(gateway.log, "ab") as log:
         killed = subprocess.run(
             [sys.executable, "-m", "gateway", "-c", str(gateway.config), "run"],
@@ -74,6 +94,7 @@ def test_sigkill_in_a_batch_redoes_it_whole_without_duplicates(
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Document)) == 0
         assert session.scalars(select(Message).where(Message.processed_at.is_not(None))).all() == []
+    assert _held(store) == MESSAGES // 2  # held until the commit that files them
     gateway.start()
     try:
         docs = gateway.wait_for(lambda: _sent(gateway), timeout=60)
@@ -87,6 +108,9 @@ def test_sigkill_in_a_batch_redoes_it_whole_without_duplicates(
             session.scalars(select(Document).where(Document.duplicate_of_id.is_not(None))).all()
             == []
         )
+    assert _held(store) == 0
+    for raw in raws:
+        assert store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
     drop = tmp_path / "var" / "outbox" / "Invoice_import"
     assert len(list(drop.iterdir())) == MESSAGES
     assert list((tmp_path / "var" / "blobs" / ".staging").iterdir()) == []

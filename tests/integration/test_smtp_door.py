@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import smtplib
 import socket
 import ssl
@@ -21,6 +22,7 @@ from integration.smtp_door import SmtpDoor, dossier
 
 from gateway import office
 from gateway.config import DeliverySettings
+from gateway.intake.spool import FLUSH_SIZE
 from gateway.pipeline.runner import PipelineRunner
 
 GOOD = "alice@allowed.example"
@@ -214,9 +216,47 @@ def test_forged_header_from_is_refused_after_data(door: SmtpDoor, headers: str, 
     assert door.messages() == []
 
 
-def test_an_accepted_message_is_fsynced_once_with_its_directory_and_a_refused_one_never(
+def _held(door: SmtpDoor) -> dict[int, bytes]:
+    """Message id → the raw bytes the database holds for it."""
+    with door.store.engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT message_id, data FROM held_raw")
+        return {message_id: bytes(data) for message_id, data in rows}
+
+
+def _large_mail() -> bytes:
+    """A message well above the spool's FLUSH_SIZE: it goes to a spool file as it streams."""
+    return _mail() + (b"y" * 78 + b"\r\n") * (2 * FLUSH_SIZE // 80)
+
+
+def test_a_small_message_is_durable_with_its_row_and_a_refused_one_never_touches_the_disk(
     door: SmtpDoor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    forged = b"From: mallory@evil.example\r\nSubject: x\r\n\r\nbody\r\n"
+    raw = _mail()
+    with _client(door) as client:
+        client.mail(GOOD)
+        client.rcpt("acme@docs.office.example")
+        assert client.data(forged)[0] == 550
+        assert client.sendmail(GOOD, ["acme@docs.office.example"], raw) == {}
+    assert synced == []  # no file: the bytes were committed with the row
+    (message,) = door.messages()
+    assert _held(door) == {message.id: raw}
+    assert message.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert not any(p.is_file() for p in (door.store.blobs.root).rglob("*"))
+
+
+def test_a_large_message_is_fsynced_once_with_its_directory_and_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door = SmtpDoor(tmp_path, [dossier("acme", [GOOD])], max_message_size=4 * FLUSH_SIZE)
     synced: list[bool] = []
     fsync = os.fsync
 
@@ -225,15 +265,16 @@ def test_an_accepted_message_is_fsynced_once_with_its_directory_and_a_refused_on
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counted)
-    forged = b"From: mallory@evil.example\r\nSubject: x\r\n\r\nbody\r\n"
-    with _client(door) as client:
-        client.mail(GOOD)
-        client.rcpt("acme@docs.office.example")
-        assert client.data(forged)[0] == 550
-        assert synced == []
-        assert client.sendmail(GOOD, ["acme@docs.office.example"], _mail()) == {}
+    raw = _large_mail()
+    try:
+        with _client(door) as client:
+            assert client.sendmail(GOOD, ["acme@docs.office.example"], raw) == {}
+        (message,) = door.messages()
+        assert _held(door) == {}
+    finally:
+        door.stop()
     assert sorted(synced) == [False, True]  # the message's file, then the blob directory
-    assert len(door.messages()) == 1
+    assert door.store.blobs.path(message.raw_sha256).read_bytes() == raw
 
 
 def test_recipient_limit(door: SmtpDoor) -> None:
@@ -503,14 +544,14 @@ def test_auth_only_after_tls_and_it_stands_in_for_alignment(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs where the door keeps its blobs (root and mount(8) needed)."""
+    """A 12 MiB tmpfs where the door keeps its database and blobs (root and mount(8) needed)."""
     import os
     import subprocess
 
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(blobs)],
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(state)],
         capture_output=True,
         text=True,
     )
@@ -520,40 +561,42 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(reason)
     try:
-        yield blobs
+        yield state
     finally:
-        subprocess.run(["umount", "-l", str(blobs)], check=True)
+        subprocess.run(["umount", "-l", str(state)], check=True)
 
 
-def test_full_disk_answers_452_and_recovers_without_restart(
-    tmp_path: Path, small_disk: Path
-) -> None:
-    door = SmtpDoor(tmp_path, [dossier("open")], max_message_size=200_000)
-    filler = small_disk / "filler"
+def _fill(disk: Path, leave: int) -> Path:
+    """A file taking all of `disk`'s free space but `leave` bytes."""
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - leave))
+    return filler
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["held-in-the-database", "spooled"])
+def test_full_disk_answers_452_and_recovers_without_restart(small_disk: Path, large: bool) -> None:
+    """Full where the message would go, the database (most mail) or its spool file."""
+    door = SmtpDoor(small_disk, [dossier("open")], max_message_size=3 * FLUSH_SIZE)
+    raw = _large_mail() if large else _mail() + (b"z" * 70 + b"\r\n") * 1000
+    no_room = (452, "4.3.1 Insufficient system storage, try again later")
     try:
-        filler.write_bytes(b"\0" * 700_000)
+        filler = _fill(small_disk, leave=5 * FLUSH_SIZE)  # not room for two of the largest
         with _client(door) as client:
             code, text = client.mail(GOOD)
-            assert (code, text.decode()) == (
-                452,
-                "4.3.1 Insufficient system storage, try again later",
-            )
+            assert (code, text.decode()) == no_room
         filler.unlink()
-        raw = _mail() + (b"z" * 70 + b"\r\n") * 1000
         with _client(door) as client:
             client.mail(GOOD)
             assert client.rcpt("open@docs.office.example")[0] == 250
-            filler.write_bytes(b"\0" * (1024 * 1024))  # fills what is left: ENOSPC
+            filler = _fill(small_disk, leave=0)  # ENOSPC from here on
             code, text = client.data(raw)
-            assert (code, text.decode()) == (
-                452,
-                "4.3.1 Insufficient system storage, try again later",
-            )
+            assert (code, text.decode()) == no_room
         assert door.messages() == []
         filler.unlink()
         with _client(door) as client:
             assert client.sendmail(GOOD, ["open@docs.office.example"], raw) == {}
-        assert len(door.messages()) == 1
+        (message,) = door.messages()
+        assert message.raw_sha256 == hashlib.sha256(raw).hexdigest()
         assert [p for p in small_disk.rglob(".tmp-*")] == []  # no half-written blob left
     finally:
         door.stop()

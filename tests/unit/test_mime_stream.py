@@ -135,7 +135,7 @@ def test_a_file_extraction_stages_the_same_bytes_as_the_memory_one(tmp_path: Pat
     raw = _big_mail(300_000)
     (tmp_path / "m.eml").write_bytes(raw)
     blobs = BlobStore(tmp_path / "blobs")
-    found = mime.extract_file(tmp_path / "m.eml", LIMITS, blobs)
+    found = mime.extract_to_blobs(tmp_path / "m.eml", LIMITS, blobs)
     [part] = found.parts
     data = part.data
     assert part.blob.digest == hashlib.sha256(data).hexdigest()
@@ -151,7 +151,7 @@ def test_a_big_message_is_taken_apart_in_little_memory(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
     tracemalloc.start()
     try:
-        found = mime.extract_file(tmp_path / "m.eml", LIMITS, blobs)
+        found = mime.extract_to_blobs(tmp_path / "m.eml", LIMITS, blobs)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -172,7 +172,7 @@ def test_small_parts_stay_in_memory_until_published_and_big_ones_go_to_files(
         msg.add_attachment(data, "application", "pdf", filename="x.pdf")
     (tmp_path / "m.eml").write_bytes(msg.as_bytes())
     blobs = BlobStore(tmp_path / "blobs")
-    found = mime.extract_file(tmp_path / "m.eml", LIMITS, blobs)
+    found = mime.extract_to_blobs(tmp_path / "m.eml", LIMITS, blobs)
     assert [p.data for p in found.parts] == [small, big]
     staging = tmp_path / "blobs" / ".staging"
     assert [p.name for p in staging.iterdir()] == [found.parts[1].blob.path.name]
@@ -208,7 +208,7 @@ def test_a_quarantined_message_leaves_no_staged_files(tmp_path: Path) -> None:
     (tmp_path / "m.eml").write_bytes(msg.as_bytes())
     blobs = BlobStore(tmp_path / "blobs")
     with pytest.raises(mime.Quarantine):
-        mime.extract_file(tmp_path / "m.eml", MimeSettings(max_parts=4), blobs)
+        mime.extract_to_blobs(tmp_path / "m.eml", MimeSettings(max_parts=4), blobs)
     assert list((tmp_path / "blobs" / ".staging").iterdir()) == []
 
 

@@ -4,7 +4,9 @@ blobs durable before the rows that name them, nothing staged left behind."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,11 @@ from sqlalchemy import Connection, event, select
 
 import gateway.pipeline.write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
-from gateway.intake.accept import Envelope, accept_message
+from gateway.intake.accept import Envelope, accept_message, arrive, commit_arrivals
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import Store, open_store, upgrade
-from gateway.store.models import Delivery, Document, Event, Message
+from gateway.store.models import Delivery, Document, Event, HeldRaw, Message
 
 ADDRESS = "acme@docs.example"
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +41,9 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
-def accept(store: Store, n: int, filename: str = "") -> None:
+def accept(store: Store, n: int, filename: str = "", held: bool = False) -> bytes:
+    """An invoice mail accepted as a blob file, or `held` in the database as the SMTP door
+    keeps most mail."""
     msg = EmailMessage()
     msg["From"] = "supplier@example.com"
     msg["To"] = ADDRESS
@@ -49,7 +53,19 @@ def accept(store: Store, n: int, filename: str = "") -> None:
     data = INVOICE.replace(b"INV-2026-0042", f"INV-BATCH-{n:03d}".encode())
     name = filename or f"inv-{n}.xml"
     msg.add_attachment(data, maintype="application", subtype="xml", filename=name)
-    accept_message(store, msg.as_bytes(), Envelope("smtp", "supplier@example.com", [ADDRESS]))
+    return take(store, msg.as_bytes(), "supplier@example.com", held)
+
+
+def take(store: Store, raw: bytes, sender: str, held: bool) -> bytes:
+    envelope = Envelope("smtp", sender, [ADDRESS])
+    if not held:
+        accept_message(store, raw, envelope)
+        return raw
+    digest = hashlib.sha256(raw).hexdigest()
+    commit_arrivals(
+        store, [arrive(raw, digest, len(raw), envelope, started=time.monotonic(), held=raw)]
+    )
+    return raw
 
 
 def runner(store: Store) -> PipelineRunner:
@@ -142,6 +158,33 @@ def test_a_quarantined_message_in_a_batch_is_kept_aside_and_stages_nothing(
         messages = session.scalars(select(Message).order_by(Message.id)).all()
         assert [m.verdict for m in messages] == ["accepted", "quarantined", "accepted"]
         assert len(session.scalars(select(Document)).all()) == 2
+    assert list((store.blobs.root / ".staging").iterdir()) == []
+
+
+def test_held_messages_are_filed_as_blobs_before_the_one_commit_that_drops_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw bytes the database held leave it in the batch's commit, after their blob files are
+    durable, whatever became of the message (here three invoices and a quarantine)."""
+    raws = [accept(store, n, held=True) for n in range(3)]
+    junk = b"From: a@example.com\r\nX-Junk: " + b"a" * 200_000 + b"\r\n\r\nbody"
+    raws.append(take(store, junk, "a@example.com", held=True))
+    order: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    event.listen(store.engine, "commit", lambda _conn: order.append("commit"))
+    with store.session() as session:
+        assert len(session.scalars(select(HeldRaw)).all()) == 4
+    assert runner(store).process_batch() == 4
+    assert order[-1] == "commit" and order.count("commit") == 1
+    assert order.count("fsync") >= len(raws)  # at least each raw message's new file
+    with store.session() as session:
+        assert session.scalars(select(HeldRaw)).all() == []
+        verdicts = [m.verdict for m in session.scalars(select(Message).order_by(Message.id))]
+        assert verdicts == ["accepted"] * 3 + ["quarantined"]
+        assert len(session.scalars(select(Document)).all()) == 3
+    for raw in raws:
+        assert store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
     assert list((store.blobs.root / ".staging").iterdir()) == []
 
 

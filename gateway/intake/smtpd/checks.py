@@ -36,9 +36,20 @@ def is_looping(raw: bytes) -> bool:
     return len(mime.header_values(raw, "Received")) > MAX_HOPS
 
 
-def storage_failure(exc: OSError) -> str:
-    """A full disk or quota is the system's storage (452 4.3.1); anything else is 451 4.3.0."""
-    return NO_ROOM if exc.errno in (errno.ENOSPC, errno.EDQUOT) else TEMPFAIL
+# SQLite's SQLITE_FULL, and PostgreSQL's disk_full SQLSTATE: the database's storage is full.
+SQLITE_FULL = 13
+PG_DISK_FULL = "53100"
+
+
+def storage_failure(exc: Exception) -> str:
+    """A full disk or quota is the system's storage (452 4.3.1), whether a file or the
+    database (which holds most messages' bytes) met it; anything else is 451 4.3.0."""
+    if isinstance(exc, OSError):
+        return NO_ROOM if exc.errno in (errno.ENOSPC, errno.EDQUOT) else TEMPFAIL
+    cause = getattr(exc, "orig", None)  # the driver's error under SQLAlchemy's
+    full = getattr(cause, "sqlite_errorcode", None) == SQLITE_FULL
+    full = full or getattr(cause, "sqlstate", None) == PG_DISK_FULL
+    return NO_ROOM if full else TEMPFAIL
 
 
 def refusal(verdict: allowlist.Verdict) -> str:

@@ -3,10 +3,12 @@
 Routing is on the envelope recipient only: an address no dossier owns is refused at RCPT, so
 the gateway can never relay. A sender a dossier does not allow is refused at RCPT when the
 envelope already shows it, else after DATA, with `550 5.7.1`. At the end of DATA the checks
-use the header block kept as it streamed (and read the whole file only for DKIM/SPF
-alignment); then one durable-I/O thread fsyncs the spool file, makes it the blob by rename and
-hands its row to the group commit (`group_commit`), which syncs the blob directories and
-commits the rows of many sessions together. `250` is answered only after that commit; a full
+use the header block kept as it streamed (and read the whole message only for DKIM/SPF
+alignment). A message held whole in memory (under the spool's `FLUSH_SIZE`, most mail) goes
+with its bytes straight to the group commit (`group_commit`), which commits the rows and bytes
+of many sessions together; a larger one, already in a spool file, first takes one durable-I/O
+thread hop that fsyncs the file and makes it the blob by rename, and the group commit syncs the
+blob directories before its commit. `250` is answered only after that commit; a full
 disk answers `452 4.3.1`, any other failure `451 4.3.0`, so the client keeps the message and
 tries again, never aiosmtpd's `500`.
 """
@@ -26,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import mime
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import routing
-from gateway.intake.accept import Accepted, adopt_spooled, commit_arrivals
+from gateway.intake.accept import Accepted, adopt_spooled, arrive, commit_arrivals
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.senders import allowlist, authentication
 from gateway.intake.smtpd import checks
@@ -147,19 +149,16 @@ class Handler(ScannedNames):
     async def handle_SPOOLED(
         self, server: SMTP, session: Session, envelope: Envelope, spool: SpoolFile
     ) -> str:
-        """The end of DATA: the checks on the header block kept while it streamed, then one
-        thread hop makes the message durable and adopts it as a blob (`_store`); `250` only
-        once its row is committed. A refused message is never fsync'd; `StreamingSMTP` drops
-        it, and whatever a failure leaves."""
+        """The end of DATA: the checks on the header block kept while it streamed, then the
+        message is made durable with its row (`_take`); `250` only once that row is committed.
+        A refused message is never fsync'd; `StreamingSMTP` drops it, and whatever a failure
+        leaves."""
         assert isinstance(envelope, GatewayEnvelope)  # `GatewaySMTP` creates no other kind
         try:
             reply, accepted = await self._take(session, envelope, spool)
-        except OSError as exc:
+        except Exception as exc:
             log.exception("smtp_accept_failed", peer=peer(session), size=spool.size)
             reply, accepted = checks.storage_failure(exc), None
-        except Exception:
-            log.exception("smtp_accept_failed", peer=peer(session), size=spool.size)
-            reply, accepted = TEMPFAIL, None
         if accepted is None:
             return reply
         log.info(
@@ -175,8 +174,8 @@ class Handler(ScannedNames):
     async def _take(
         self, session: Session, envelope: GatewayEnvelope, spool: SpoolFile
     ) -> tuple[str, Accepted | None]:
-        """The checks on the message, then its adoption and commit: (refusal, None) or
-        ("", accepted)."""
+        """The checks on the message, then its commit, with its bytes when they are held in
+        memory, else after `_store` made its file the blob: (refusal, None) or ("", accepted)."""
         head = spool.head
         if checks.is_looping(head):
             log.warning("smtp_mail_loop", peer=peer(session), size=spool.size)
@@ -191,7 +190,20 @@ class Handler(ScannedNames):
             routes=[t.route for t in envelope.targets],
         )
         accepted: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        DURABLE_IO.submit(functools.partial(self._store, spool, intake, head, auth, accepted))
+        held = spool.held()
+        if held is None:
+            DURABLE_IO.submit(functools.partial(self._store, spool, intake, head, auth, accepted))
+        else:
+            arrival = arrive(
+                head,
+                held.sha256,
+                spool.size,
+                intake,
+                started=time.monotonic(),
+                auth=auth,
+                held=held.data,
+            )
+            self.committer.put(arrival, accepted)
         return "", await accepted
 
     def _store(
@@ -256,7 +268,7 @@ class Handler(ScannedNames):
     async def _evidence(
         self, session: Session, envelope: GatewayEnvelope, spool: SpoolFile
     ) -> authentication.Evidence:
-        """SPF and DKIM results; DKIM hashes the whole message, so this reads the file."""
+        """SPF and DKIM results; DKIM hashes the whole message, so this reads it back."""
         raw = await DURABLE_IO.run(spool.read_back)
         peer_ip = session.peer[0] if isinstance(session.peer, tuple) else ""
         return await asyncio.to_thread(
