@@ -48,12 +48,20 @@ class Receiver:
 
 
 def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    """User and system ticks of process `pid` and of its children, theirs and so on: the
+    gateway's SMTP listeners and rules stage are children of the daemon."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0  # it has just exited
+    return int(fields[11]) + int(fields[12]) + sum(cpu_ticks(int(c)) for c in children)
 
 
 def wait_idle(pid: int) -> None:
-    """Until the process used under 30 ms of CPU in half a second (its backlog is done)."""
+    """Until the process and its children used under 30 ms of CPU in half a second (their
+    backlog is done: a rules stage in a child still working on the last trial's messages
+    would take CPU from the next)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     before = cpu_ticks(pid)
     while time.monotonic() < deadline:
