@@ -1,21 +1,29 @@
 """The delivery workers alone at a steady rate: document queued -> file renamed in sshd's drop.
 
-As the rules stage does, a thread queues one document at a time (its own transaction, then
-the runner's `wake` set from that thread), every 1/rate seconds whatever the workers do. The
+As the rules stage does in a process of its own (`daemon.rules_process`), another process
+queues one document at a time (its own transaction, then a wake-up the runner's loop reads, as
+the daemon reads its children's), every 1/rate seconds whatever the workers do. In a thread of
+the runner's process it fell far behind its rate (one document per transaction, each statement
+waiting for the interpreter lock the runner's threads hold) and slowed the runner in turn. The
 clock starts when the queueing transaction has committed and stops at the delivered file's
-ctime, which the server's rename sets. No SMTP and no rules stage: this is delivery's share of
-the end-of-DATA latency, with the daemon's default delivery settings. The CPU per document is
-the runner's own threads' (event loop and database), not the queueing thread's. As in
-`bench/latency.py`, sixteen uncounted documents go first, so the SFTP connections are open.
+ctime, which the server's rename sets; the drop is only counted while documents arrive and its
+ctimes read once at the end, as statting every file at each poll cost the runner's process
+more than some of what it measures. No SMTP and no rules stage: this is delivery's share of the
+end-of-DATA latency, with the daemon's default delivery settings. The CPU per document is the
+runner's own threads' (event loop and database). As in `bench/latency.py`, sixteen uncounted
+documents go first, so the SFTP connections are open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
+import socket
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from sqlalchemy import select
@@ -57,8 +65,13 @@ def _documents(store: Store, options: dict[str, object], count: int) -> list[int
         return [doc.id for doc in docs]
 
 
-def _pace(store: Store, runner: DeliveryRunner, ids: list[int], rate: float) -> dict[int, int]:
-    """Queue `ids` one per 1/rate s (open loop); when each queueing committed, in ns."""
+def _pace(
+    url: str, blobs: Path, ids: list[int], rate: float, wake: socket.socket, out: Connection
+) -> None:
+    """In a process of its own: queue `ids` one per 1/rate s (open loop), waking the runner
+    after each; send back when each queueing committed, in ns."""
+    store = open_store(url, blobs)
+    wake.setblocking(False)
     queued: dict[int, int] = {}
     settings = DeliverySettings()
     started = time.monotonic()
@@ -70,14 +83,22 @@ def _pace(store: Store, runner: DeliveryRunner, ids: list[int], rate: float) -> 
             doc = session.scalars(select(Document).where(Document.id == doc_id)).one()
             queue.send(session, doc, settings)
         queued[doc_id] = time.time_ns()
-        runner.wake.set()
-    return queued
+        with contextlib.suppress(BlockingIOError):  # full: the runner has wake-ups to read
+            wake.send(b"w")
+    store.engine.dispose()
+    out.send(queued)
 
 
 def _landed(drop: Path) -> dict[int, int]:
     if not drop.is_dir():
         return {}
     return {int(p.name.split("-", 1)[0]): p.stat().st_ctime_ns for p in drop.glob("*.xml")}
+
+
+def _count(drop: Path) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        return sum(1 for name in os.listdir(drop) if name.endswith(".xml"))
+    return 0
 
 
 def _runner_cpu() -> float:
@@ -116,22 +137,42 @@ async def _paced(
     drop: Path,
     task: asyncio.Task[None],
 ) -> dict[int, int]:
-    """Queue `ids` at `rate` from a thread and wait until each has landed (or the wait ends)."""
-    queued: dict[int, int] = {}
-    pacer = threading.Thread(target=lambda: queued.update(_pace(store, runner, ids, rate)))
+    """Queue `ids` at `rate` from another process and wait until each has landed (or the
+    wait ends)."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    results, out = multiprocessing.Pipe(duplex=False)
+    context = multiprocessing.get_context("spawn")
+    url, blobs = store.engine.url.render_as_string(), store.blobs.root
+    pacer = context.Process(target=_pace, args=(url, blobs, ids, rate, theirs, out))
+    loop.add_reader(ours.fileno(), _woken, ours, runner)
     pacer.start()
     try:
         deadline = time.monotonic() + len(ids) / rate + LAND_TIMEOUT
+        before = await asyncio.to_thread(_count, drop)
         while time.monotonic() < deadline:
             if task.done():
                 task.result()
-            landed = await asyncio.to_thread(_landed, drop)
-            if not pacer.is_alive() and set(ids) <= landed.keys():
+            landed = await asyncio.to_thread(_count, drop)
+            if results.poll() and landed - before >= len(ids):
                 break
             await asyncio.sleep(0.2)
+        queued: dict[int, int] = await asyncio.to_thread(results.recv)
     finally:
+        loop.remove_reader(ours.fileno())
         await asyncio.to_thread(pacer.join, LAND_TIMEOUT)
+        for end in (ours, theirs, results, out):
+            end.close()
     return queued
+
+
+def _woken(wakes: socket.socket, runner: DeliveryRunner) -> None:
+    """The pacer's wake-ups, read on the runner's loop: all that came, one `wake`."""
+    with contextlib.suppress(BlockingIOError):
+        while wakes.recv(64):
+            pass
+    runner.wake.set()
 
 
 def run(workdir: Path, rate: float, seconds: float) -> str:
