@@ -2,8 +2,10 @@
 
 An object and a unit-of-work flush per document, per delivery and per event cost more than
 recognising the document. Here the rows of the whole batch are built as plain values, then
-written with one multi-row insert per table: documents (their ids come back in order),
-deliveries, events; one query checks the batch for duplicates (`duplicates.find_originals`).
+written with one multi-row insert per table: documents, deliveries, events; one query checks
+the batch for duplicates (`duplicates.find_originals`). The documents' ids come back with the
+columns that tell the rows apart (`_KEY`), not in parameter order: asking for that order
+makes SQLite's dialect insert one row per statement.
 A document that repeats one made earlier in the same batch learns its original's id only
 after the insert, and is updated then; that is rare.
 
@@ -13,6 +15,7 @@ message at a time, so that a message that fails alone is set aside alone.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +41,12 @@ log = structlog.get_logger(__name__)
 _DOCUMENTS = cast(Table, Document.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _MESSAGES = cast(Table, Message.__table__)
-_INSERT_DOCUMENTS = insert(_DOCUMENTS).returning(_DOCUMENTS.c.id, sort_by_parameter_order=True)
+# What tells a batch's documents apart; rows equal in all of it are equal in everything the
+# batch sets, so which of them gets which id only has to follow the order they were inserted.
+_KEY = ("message_id", "dossier_id", "blob_sha256", "filename")
+_INSERT_DOCUMENTS = insert(_DOCUMENTS).returning(
+    _DOCUMENTS.c.id, *(_DOCUMENTS.c[name] for name in _KEY)
+)
 _INSERT_EVENTS = insert(_EVENTS)
 _LINK = (
     update(_DOCUMENTS)
@@ -215,9 +223,7 @@ def _insert_documents(session: Session, connection: Connection, docs: list[_Doc]
     for doc, original in zip(docs, originals, strict=True):
         if original is not None and original.id is not None:
             _link(doc, original, original.id)
-    ids = connection.execute(_INSERT_DOCUMENTS, [doc.row for doc in docs]).scalars().all()
-    for doc, new_id in zip(docs, ids, strict=True):
-        doc.id = new_id
+    _set_ids(connection, docs)
     later = []
     for doc, original in zip(docs, originals, strict=True):
         if original is not None and original.earlier is not None:
@@ -228,6 +234,18 @@ def _insert_documents(session: Session, connection: Connection, docs: list[_Doc]
             )
     if later:
         connection.execute(_LINK, later)
+
+
+def _set_ids(connection: Connection, docs: list[_Doc]) -> None:
+    """Insert `docs` and give each its new id: rows with the same `_KEY` take theirs in
+    ascending order, the order both databases number the rows of one INSERT in."""
+    ids: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for row in connection.execute(_INSERT_DOCUMENTS, [doc.row for doc in docs]):
+        ids[tuple(row[1:])].append(row[0])
+    for same in ids.values():
+        same.sort(reverse=True)
+    for doc in docs:
+        doc.id = ids[tuple(doc.row[name] for name in _KEY)].pop()
 
 
 def _link(doc: _Doc, original: Original, first: int) -> None:

@@ -217,3 +217,41 @@ def test_a_file_repeated_within_a_batch_links_to_its_first_copy(store: Store) ->
             select(Event.detail).where(Event.kind == "document_created").order_by(Event.id)
         ).all()
         assert [e["duplicate_of"] for e in created] == [None, None, first, first]
+
+
+def test_a_batch_inserts_its_documents_in_one_statement_each_with_its_own_id(
+    store: Store,
+) -> None:
+    """Rows alike in message, dossier, file and name (one file attached twice) still get
+    their ids in the order they were made, the copy pointing back at the first."""
+    msg = EmailMessage()
+    msg["From"] = "supplier@example.com"
+    msg["Message-ID"] = "<twice@example.com>"
+    msg.set_content("attached twice")
+    for name in ("same.xml", "same.xml", "other.xml"):
+        data = INVOICE.replace(b"INV-2026-0042", b"INV-OTHER" if name == "other.xml" else b"X")
+        msg.add_attachment(data, maintype="application", subtype="xml", filename=name)
+    accept(store, 0)
+    take(store, msg.as_bytes(), "supplier@example.com", held=True)
+    accept(store, 1)
+    inserts: list[str] = []
+    event.listen(
+        store.engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_: inserts.append(sql) if "INSERT INTO documents" in sql else None,
+    )
+    assert runner(store).process_batch() == 3
+    assert len(inserts) == 1
+    with store.session() as session:
+        docs = session.scalars(select(Document).order_by(Document.id)).all()
+        names = ["inv-0.xml", "same.xml", "same.xml", "other.xml", "inv-1.xml"]
+        assert [d.filename for d in docs] == names
+        assert [d.duplicate_of_id for d in docs] == [None, None, docs[1].id, None, None]
+        created = session.execute(
+            select(Event.document_id, Event.detail)
+            .where(Event.kind == "document_created")
+            .order_by(Event.id)
+        ).all()
+        assert [(e.document_id, e.detail["duplicate_of"]) for e in created] == [
+            (d.id, d.duplicate_of_id) for d in docs
+        ]
