@@ -14,7 +14,6 @@ figures to compare.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -28,7 +27,8 @@ from sqlalchemy import event, func, select
 
 from bench.common import INTAKE_ADDRESS, REPO, table
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
-from gateway.intake.accept import Envelope, accept_message, arrive, commit_arrivals
+from gateway.intake.accept import Envelope, accept_message, commit_arrivals, hold
+from gateway.intake.spool import Held
 from gateway.logging import configure
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline.runner import PipelineRunner
@@ -76,17 +76,7 @@ def accept(store: Store, mails: list[bytes], way: str) -> None:
             accept_message(store, raw, ENVELOPE)
         return
     for start in range(0, len(mails), GROUP):
-        arrivals = [
-            arrive(
-                raw,
-                hashlib.sha256(raw).hexdigest(),
-                len(raw),
-                ENVELOPE,
-                started=time.monotonic(),
-                held=raw,
-            )
-            for raw in mails[start : start + GROUP]
-        ]
+        arrivals = [hold(raw, Held.of(raw), ENVELOPE) for raw in mails[start : start + GROUP]]
         commit_arrivals(store, arrivals)
 
 

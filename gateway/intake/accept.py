@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import metrics, mime
-from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Spooled
+from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Held, Spooled
 from gateway.mime import plain_headers
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store
@@ -135,6 +135,22 @@ def arrive(
         "processed_at": utcnow() if quarantine else None,
     }
     return Arrival(key, fields, started, unsynced, held)
+
+
+def hold(
+    raw_head: bytes, held: Held, envelope: Envelope, *, auth: dict[str, Any] | None = None
+) -> Arrival:
+    """The row of a message taken whole in memory, its bytes `held` to be committed with it
+    (`commit_arrivals`); `raw_head` is its header block, or the whole message."""
+    return arrive(
+        raw_head,
+        held.sha256,
+        len(held.data),
+        envelope,
+        started=time.monotonic(),
+        auth=auth,
+        held=held.data,
+    )
 
 
 def accept_message(

@@ -147,6 +147,10 @@ class Held:
     data: bytes
     sha256: str
 
+    @classmethod
+    def of(cls, data: bytes) -> Held:
+        return cls(data, hashlib.sha256(data).hexdigest())
+
 
 class SpoolFile:
     def __init__(self, directory: Path) -> None:
@@ -225,7 +229,7 @@ class SpoolFile:
         data = b"".join(self._pending)
         self._pending.clear()
         self._finished = True
-        return Held(data, hashlib.sha256(data).hexdigest())
+        return Held.of(data)
 
     def read_back(self) -> bytes:
         """The whole message so far: from memory when it never reached the disk, else read

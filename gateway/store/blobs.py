@@ -80,7 +80,7 @@ class BlobWriter:
             self._spill()
         else:
             self.memory = bytearray()
-            self.path = directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
+            self.path = _staged_name(directory)
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -182,21 +182,20 @@ class BlobStore:
     def stage(self, budget: MemoryBudget | None = None) -> BlobWriter:
         """A new blob to write; it is only a temporary file (or bytes held in memory, as far
         as `budget` allows) until `publish`."""
-        directory = self.root / STAGING
-        if not self.staging_made:
-            directory.mkdir(parents=True, exist_ok=True)
-            self.staging_made = True
-        return BlobWriter(directory, budget)
+        return BlobWriter(self._staging(), budget)
 
     def held(self, data: bytes, digest: str) -> Staged:
         """`data`, whose sha256 is `digest` (the caller hashed it when it came in), as a blob
         staged in memory: nothing is written until `publish`."""
+        return Staged(digest, len(data), _staged_name(self._staging()), data)
+
+    def _staging(self) -> Path:
+        """The staging directory, made the first time it is needed."""
         directory = self.root / STAGING
         if not self.staging_made:
             directory.mkdir(parents=True, exist_ok=True)
             self.staging_made = True
-        path = directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
-        return Staged(digest, len(data), path, data)
+        return directory
 
     def publish(self, staged: Iterable[Staged]) -> None:
         """Make staged blobs durable under their names: sync every file (side by side), rename
@@ -238,6 +237,11 @@ class BlobStore:
         """Bytes available to this process on the blob store's file system."""
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free
+
+
+def _staged_name(directory: Path) -> Path:
+    """A staged file's name, not made until `publish` (see `_NAMES`)."""
+    return directory / f"stage-{os.getpid()}-{_NAMES}-{next(_NUMBERS)}"
 
 
 def _side_by_side(work: Callable[[T], None], items: list[T]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ from gateway.intake.accept import (
     Envelope,
     accept_message,
     adopt_spooled,
-    arrive,
     commit_arrivals,
+    hold,
 )
 from gateway.intake.smtpd.group_commit import GroupCommitter
 from gateway.intake.spool import SpoolFile
@@ -48,14 +47,7 @@ def _arrival(store: Store, n: int) -> Arrival:
         return adopt_spooled(store, spool.finish(), ENVELOPE)
     held = spool.held()
     assert held is not None
-    return arrive(
-        held.data,
-        held.sha256,
-        len(held.data),
-        ENVELOPE,
-        started=time.monotonic(),
-        held=held.data,
-    )
+    return hold(held.data, held, ENVELOPE)
 
 
 def _held(store: Store) -> dict[int, bytes]:

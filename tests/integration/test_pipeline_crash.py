@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,7 +23,8 @@ from integration.gateway_proc import DEMO_DROP, Gateway, base_config
 from integration.servers import free_port
 from sqlalchemy import func, select
 
-from gateway.intake.accept import Envelope, accept_message, arrive, commit_arrivals
+from gateway.intake.accept import Envelope, accept_message, commit_arrivals, hold
+from gateway.intake.spool import Held
 from gateway.store.db import Store, open_store
 from gateway.store.models import Document, HeldRaw, Message
 
@@ -52,9 +52,7 @@ def _accept(store: Store, n: int) -> bytes:
     if n % 2:
         accept_message(store, raw, envelope)
     else:
-        digest = hashlib.sha256(raw).hexdigest()
-        arrival = arrive(raw, digest, len(raw), envelope, started=time.monotonic(), held=raw)
-        commit_arrivals(store, [arrival])
+        commit_arrivals(store, [hold(raw, Held.of(raw), envelope)])
     return raw
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from sqlalchemy import Connection, event, select
 
 import gateway.pipeline.write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
-from gateway.intake.accept import Envelope, accept_message, arrive, commit_arrivals
+from gateway.intake.accept import Envelope, accept_message, commit_arrivals, hold
+from gateway.intake.spool import Held
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline.runner import PipelineRunner
 from gateway.store.db import Store, open_store, upgrade
@@ -61,10 +61,7 @@ def take(store: Store, raw: bytes, sender: str, held: bool) -> bytes:
     if not held:
         accept_message(store, raw, envelope)
         return raw
-    digest = hashlib.sha256(raw).hexdigest()
-    commit_arrivals(
-        store, [arrive(raw, digest, len(raw), envelope, started=time.monotonic(), held=raw)]
-    )
+    commit_arrivals(store, [hold(raw, Held.of(raw), envelope)])
     return raw
 
 

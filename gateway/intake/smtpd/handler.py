@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import mime
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import routing
-from gateway.intake.accept import Accepted, adopt_spooled, arrive, commit_arrivals
+from gateway.intake.accept import Accepted, adopt_spooled, commit_arrivals, hold
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.senders import allowlist, authentication
 from gateway.intake.smtpd import checks
@@ -194,16 +194,7 @@ class Handler(ScannedNames):
         if held is None:
             DURABLE_IO.submit(functools.partial(self._store, spool, intake, head, auth, accepted))
         else:
-            arrival = arrive(
-                head,
-                held.sha256,
-                spool.size,
-                intake,
-                started=time.monotonic(),
-                auth=auth,
-                held=held.data,
-            )
-            self.committer.put(arrival, accepted)
+            self.committer.put(hold(head, held, intake, auth=auth), accepted)
         return "", await accepted
 
     def _store(
