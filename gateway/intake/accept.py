@@ -7,10 +7,11 @@ after a lost 250, an IMAP re-scan and a file dropped twice all end in one messag
 
 Two ways in, one row: `accept_message` takes bytes in memory (IMAP, folder); the SMTP door
 streams DATA to a spool file, `adopt_spooled` makes that file the blob, and `commit_arrivals`
-commits the rows of many sessions in one transaction (`group_commit`). A message the door took
-whole in memory skips the file: its bytes ride in that transaction (`held_raw`), and the rules
-stage files them in the blob store later. Every row is built by `arrive` and inserted by
-`_insert`, so key, columns, held bytes, event and metrics cannot drift apart.
+commits the rows of many sessions in one transaction (`group_commit`). A message small enough
+to be a blob row (`blob_rows.ROW_LIMIT`, which a message the door took whole in memory always
+is) never becomes a file: its bytes ride in its row's transaction. Every row is built by
+`arrive` and inserted by `_insert`, so key, columns, held bytes, event and metrics cannot drift
+apart.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from sqlalchemy.orm import Session
 from gateway import metrics, mime
 from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Held, Spooled
 from gateway.mime import plain_headers
+from gateway.store import blob_rows
 from gateway.store.blobs import fsync_dir
 from gateway.store.db import Store
-from gateway.store.models import Base, Event, HeldRaw, Message, utcnow
+from gateway.store.models import Base, Event, Message, utcnow
 
 HINTS = ("purchase", "sales", "bank", "other")
 MESSAGES = Base.metadata.tables[Message.__tablename__]
@@ -45,7 +47,6 @@ KNOWN_KEYS = select(MESSAGES.c.intake_key, MESSAGES.c.id).where(
 )
 INSERT_MESSAGES = insert(MESSAGES).returning(MESSAGES.c.intake_key, MESSAGES.c.id)
 INSERT_EVENTS = insert(EVENTS)
-INSERT_HELD = insert(Base.metadata.tables[HeldRaw.__tablename__])
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,17 @@ def accept_message(
     the doors that cannot refuse (IMAP, folder) use it for senders their dossier does not allow.
     """
     started = time.monotonic()
-    digest = store.blobs.put(raw)
+    held = raw if len(raw) <= blob_rows.ROW_LIMIT else None
+    digest = hashlib.sha256(raw).hexdigest() if held is not None else store.blobs.put(raw)
     arrival = arrive(
-        raw, digest, len(raw), envelope, started=started, quarantine=quarantine, auth=auth
+        raw,
+        digest,
+        len(raw),
+        envelope,
+        started=started,
+        quarantine=quarantine,
+        auth=auth,
+        held=held,
     )
     try:
         with store.session.begin() as session:
@@ -285,13 +294,8 @@ def _insert(connection: Connection, arrivals: list[Arrival]) -> list[int]:
     ids = [by_key[arrival.intake_key] for arrival in arrivals]
     rows = [_event(row, arrival.fields) for row, arrival in zip(ids, arrivals, strict=True)]
     connection.execute(INSERT_EVENTS, rows)
-    held = [
-        {"message_id": row, "data": arrival.held}
-        for row, arrival in zip(ids, arrivals, strict=True)
-        if arrival.held is not None
-    ]
-    if held:
-        connection.execute(INSERT_HELD, held)
+    held = [(a.fields["raw_sha256"], a.held) for a in arrivals if a.held is not None]
+    blob_rows.insert(connection, held)
     return ids
 
 

@@ -8,7 +8,8 @@ bounded by `FLUSH_SIZE`, whatever the message size. The spool directory is insid
 store's root, so adopting the file as a blob is a rename on the same file system, never a copy.
 
 A message below `FLUSH_SIZE` never touches the disk here: the SMTP door takes its bytes
-(`held`) and commits them with its row, and one it refuses is simply dropped. Its header block
+(`held`) and commits them with its row, as the blob row they stay (`FLUSH_SIZE` is
+`blob_rows.ROW_LIMIT`), and one it refuses is simply dropped. Its header block
 (`head`) is kept as it goes by, so the checks need not read the message back.
 """
 
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+
+from gateway.store.blob_rows import ROW_LIMIT
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -119,7 +122,7 @@ def _set_exception(future: asyncio.Future[Any], error: BaseException) -> None:
 
 
 DURABLE_IO = DurableIO(max_threads=64, name="durable-io")
-FLUSH_SIZE = 1024 * 1024
+FLUSH_SIZE = ROW_LIMIT
 # A header block longer than this is read no further: the rest is body for our purposes.
 HEAD_LIMIT = 256 * 1024
 END_OF_HEAD = b"\r\n\r\n"

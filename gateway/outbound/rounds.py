@@ -10,6 +10,7 @@ runner sends a byte of them.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,23 +126,30 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             attempts.expire(session, claim)
         rooms = {} if work.held is None else _rooms(targets, work.held)
         claims = _claim(session, settings, rooms)
-    budget = READ_AHEAD
-    jobs = []
-    for claim, row in claims:
-        data = _read_ahead(store, row) if row.size <= budget else None
-        budget -= len(data or b"")
-        jobs.append(Job(claim, targets[claim.integration_id], row, data))
+    budget, ahead = READ_AHEAD, []
+    for _, row in claims:
+        if row.size <= budget:
+            ahead.append(row.blob_sha256)
+            budget -= row.size
+    known = _read_ahead(store, ahead)
+    jobs = [
+        Job(claim, targets[claim.integration_id], row, known.get(row.blob_sha256))
+        for claim, row in claims
+    ]
     taken = Counter(claim.integration_id for claim, _ in claims)
     dry = {iid for iid, room in rooms.items() if taken[iid] < room}
     return Result(owned, lost, jobs, set(rooms), dry)
 
 
-def _read_ahead(store: Store, row: attempts.DueRow) -> bytes | None:
-    """The document's bytes, or None to leave it to the job (which then reports the error)."""
-    try:
-        return store.blobs.get(row.blob_sha256)
-    except (OSError, ValueError):
-        return None
+def _read_ahead(store: Store, digests: list[str]) -> dict[str, bytes]:
+    """The documents' bytes: the rows in one query, then the files; one that cannot be read
+    is left to its job (which then reports the error)."""
+    found = store.blobs.rows(digests)
+    for digest in digests:
+        if digest not in found:
+            with contextlib.suppress(OSError, ValueError):
+                found[digest] = store.blobs.path(digest).read_bytes()
+    return found
 
 
 def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:

@@ -2,11 +2,10 @@
 blob files and recognised for each of its dossiers, which only reads the database.
 
 What comes out (`Prepared`) is small whatever the message's size: file names, hashes, facts
-and decisions; the bytes are in the staged files, which the runner publishes before it
-commits the rows that name them. A message whose bytes the database holds (`HeldRaw`) is read
-from them, and they are staged too, to be filed as its blob: whatever becomes of the message,
-its raw bytes leave the database only once they are a durable blob. Dossiers and their
-policies are read once per batch.
+and decisions; the bytes are in staged blobs, which the runner makes durable (rows in its
+transaction, files published before it) with the rows that name them. A message that is a blob
+row is read from the bytes the pending query brought. Dossiers and their policies are read once
+per batch.
 """
 
 from __future__ import annotations
@@ -61,18 +60,12 @@ class Prepared:
     dossier_ids: list[int] = field(default_factory=list)
     documents: list[ToMake] = field(default_factory=list)
     blobs: list[Staged] = field(default_factory=list)
-    # The raw message held in the database, staged to be filed as its blob.
-    raw: Staged | None = None
 
     def discard(self) -> None:
-        """Drop the documents' staged blobs (the raw message is filed all the same)."""
+        """Drop the documents' staged blobs."""
         for blob in self.blobs:
             blob.discard()
         self.blobs = []
-
-    def staged(self) -> list[Staged]:
-        """Every blob to publish before this message's rows are written."""
-        return self.blobs if self.raw is None else [self.raw, *self.blobs]
 
 
 @dataclass
@@ -116,8 +109,6 @@ class Batch:
 def prepare(batch: Batch, message: Pending) -> Prepared:
     """Take `message` apart and recognise its files; never raises but for the database."""
     result = Prepared(message.id)
-    if message.held is not None:
-        result.raw = batch.blobs.held(message.held, message.raw_sha256)
     try:
         source = batch.blobs.path(message.raw_sha256) if message.held is None else message.held
         extraction = mime.extract_to_blobs(source, batch.limits, batch.blobs)

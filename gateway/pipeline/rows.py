@@ -16,12 +16,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.store.models import Address, Dossier, HeldRaw, Message
+from gateway.store.models import Address, BlobRow, Dossier, Message
 
 _MESSAGES = cast(Table, Message.__table__)
 _DOSSIERS = cast(Table, Dossier.__table__)
 _ADDRESSES = cast(Table, Address.__table__)
-_HELD = cast(Table, HeldRaw.__table__)
+_BLOBS = cast(Table, BlobRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Pending:
     subject: str
     recipients: list[str]
     routes: list[dict[str, str]]
-    # The raw message when the database holds it (`HeldRaw`), else it is the blob `raw_sha256`.
+    # The raw message when it is a blob row, else it is the blob file `raw_sha256`.
     held: bytes | None
 
 
@@ -61,9 +61,9 @@ _PENDING = (
         _MESSAGES.c.subject,
         _MESSAGES.c.recipients,
         _MESSAGES.c.routes,
-        _HELD.c.data,
+        _BLOBS.c.data,
     )
-    .join_from(_MESSAGES, _HELD, _HELD.c.message_id == _MESSAGES.c.id, isouter=True)
+    .join_from(_MESSAGES, _BLOBS, _BLOBS.c.sha256 == _MESSAGES.c.raw_sha256, isouter=True)
     .where(_MESSAGES.c.processed_at.is_(None))
     .order_by(_MESSAGES.c.id)
     .limit(bindparam("limit"))

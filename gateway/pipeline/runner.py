@@ -3,33 +3,32 @@
 Recognition itself (`gateway.rules`) is pure; this module does the I/O around it, a batch of
 messages at a time, in three steps:
 
-1. outside any transaction, each message is taken apart from its blob file (or from its
-   bytes the database holds), its parts written to staged blob files, and recognised
-   (`prepare`); a database read only;
-2. the staged blobs, and the held raw messages, are made durable together
+1. outside any transaction, each message is taken apart from its blob (row or file), its
+   parts staged as blobs, and recognised (`prepare`); a database read only;
+2. the staged blobs too large to be rows are made durable together as files
    (`BlobStore.publish`);
-3. one transaction drops the bytes it held of the messages filed in step 2, writes every
-   message's documents with a few multi-row statements (`gateway.pipeline.write`), in a
-   savepoint, and commits once.
+3. one transaction inserts the small blobs as rows (`blob_rows`), writes every message's
+   documents with a few multi-row statements (`gateway.pipeline.write`), in a savepoint, and
+   commits once.
 
 So the database's write lock is held for inserts only, one commit (one fsync on SQLite) serves
-the whole batch, and a committed row never names a blob that is not on disk. A crash before
-the commit leaves every message of the batch unprocessed: it is done again whole, and the
-blobs already published are found in place. A message that makes processing fail for a reason
-other than the database is set aside with that reason (Mailman's "shunt"), alone: the batch's
-savepoint is rolled back, its messages are written again one savepoint each, and the others
-of the batch are kept.
+the whole batch and makes its small blobs durable too, and a committed row never names a blob
+that is not on disk. A crash before the commit leaves every message of the batch unprocessed:
+it is done again whole, and the files already published are found in place. A message that
+makes processing fail for a reason other than the database is set aside with that reason
+(Mailman's "shunt"), alone: the batch's savepoint is rolled back, its messages are written
+again one savepoint each, and the others of the batch are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -42,8 +41,10 @@ from gateway.pipeline.write import shunt, write_batch
 from gateway.rules.policy import Rule
 from gateway.rules.recognize import Options
 from gateway.rules.xsd import SchemaUnavailable, UblSchemas
+from gateway.store import blob_rows
+from gateway.store.blobs import Staged
 from gateway.store.db import Store
-from gateway.store.models import HeldRaw, Message, utcnow
+from gateway.store.models import Message, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +59,6 @@ _PROCESSED = (
     .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
     .values(processed_at=bindparam("at"))
 )
-_HELD = cast(Table, HeldRaw.__table__)
-_FILED = delete(_HELD).where(_HELD.c.message_id.in_(bindparam("ids", expanding=True)))
 
 # Messages per batch: enough to share one commit among many, few enough that the first of a
 # batch does not wait long for the last to be recognised.
@@ -103,27 +102,26 @@ class PipelineRunner:
             messages = rows.pending(session, limit)
             batch = Batch(session, self.store.blobs, self.rules, self.recognition, self.mime_limits)
             prepared = [prepare(batch, message) for message in messages]
-        staged = [blob for p in prepared for blob in p.staged()]
+        staged = [blob for p in prepared for blob in p.blobs]
         try:
-            self.store.blobs.publish(staged)
-        except BaseException:
+            self.store.blobs.publish([b for b in staged if b.size > blob_rows.ROW_LIMIT])
+            crashpoint("pipeline_blobs_published")
+            if prepared and self._commit(prepared):
+                self.on_queued.set()
+        finally:
+            # What is left staged: rows' bytes (committed or to be read again), failures.
             for blob in staged:
                 blob.discard()
-            raise
-        crashpoint("pipeline_blobs_published")
-        if prepared and self._commit(prepared):
-            self.on_queued.set()
         return len(messages)
 
     def _commit(self, prepared: list[Prepared]) -> int:
         """Write the batch in one transaction; returns how many deliveries were queued."""
         with self.store.session.begin() as session:
             free = _claim(session, [p.message_id for p in prepared])
-            filed = [p.message_id for p in prepared if p.raw is not None and p.message_id in free]
-            if filed:
-                session.connection().execute(_FILED, {"ids": filed})
+            ours = [p for p in prepared if p.message_id in free]
+            blob_rows.insert(session.connection(), _rows(b for p in ours for b in p.blobs))
             dossiers = rows.lock(session, {d for p in prepared for d in p.dossier_ids})
-            queued = self._write(session, [p for p in prepared if p.message_id in free], dossiers)
+            queued = self._write(session, ours, dossiers)
             crashpoint("pipeline_before_commit")
         return queued
 
@@ -156,6 +154,12 @@ def _claim(session: Session, ids: list[int]) -> set[int]:
     if free:
         connection.execute(_PROCESSED, {"ids": list(free), "at": utcnow()})
     return set(free)
+
+
+def _rows(staged: Iterable[Staged]) -> list[tuple[str, bytes]]:
+    """The staged blobs that are to be rows, with their bytes (read back from a staged file
+    when the batch's memory budget had run out)."""
+    return [(b.digest, b.read()) for b in staged if b.size <= blob_rows.ROW_LIMIT]
 
 
 def recognition_options(settings: RecognitionSettings, source: str = "") -> Options:

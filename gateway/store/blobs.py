@@ -1,14 +1,17 @@
-"""Content-addressed files: a blob's name is its sha256, so writing it twice is harmless.
+"""Content-addressed blobs: a blob's name is its sha256, so writing it twice is harmless.
 
-A blob is durable before its hash is returned: temporary file, fsync, rename, fsync of the
-directory. Callers commit database rows that name a blob only after `put` has returned.
+A blob up to `blob_rows.ROW_LIMIT` is a row in the database, written in the transaction that
+commits the rows naming it (`gateway.store.blob_rows`); a larger one is a file here. `get`
+reads either. A file is durable before its hash is returned: temporary file, fsync, rename,
+fsync of the directory. Callers commit database rows that name a file only after `put` has
+returned.
 
 Many blobs at once (the rules stage's batch) are written with `stage`, hashed as they stream
-in, and made durable together by `publish`: every file synced, then renamed in, then one
-sync per directory, instead of two syncs per blob one after the other. Rows naming them are
-committed only after `publish` has returned. A staged blob may be held in memory until
-`publish` (`stage(budget)`): most documents are small, and a file made, closed,
-opened again to be read and once more to be synced costs more than the bytes it holds.
+in; the large ones are made durable together by `publish`: every file synced, then renamed in,
+then one sync per directory, instead of two syncs per blob one after the other. Rows naming them
+are committed only after `publish` has returned. A staged blob may be held in memory until then
+(`stage(budget)`): most documents are small, and a file made, closed, opened again to be read
+and once more to be synced costs more than the bytes it holds.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
+
+from sqlalchemy import Engine
+
+from gateway.store import blob_rows
 
 # Syncs of one batch run side by side, so the file system can share journal commits.
 SYNC_THREADS = 4
@@ -128,8 +135,10 @@ class BlobWriter:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, engine: Engine | None = None) -> None:
         self.root = root
+        # The database whose `blobs` rows `get` reads first; without one, files only.
+        self.engine = engine
         self.staging_made = False
 
     def path(self, digest: str) -> Path:
@@ -184,11 +193,6 @@ class BlobStore:
         as `budget` allows) until `publish`."""
         return BlobWriter(self._staging(), budget)
 
-    def held(self, data: bytes, digest: str) -> Staged:
-        """`data`, whose sha256 is `digest` (the caller hashed it when it came in), as a blob
-        staged in memory: nothing is written until `publish`."""
-        return Staged(digest, len(data), _staged_name(self._staging()), data)
-
     def _staging(self) -> Path:
         """The staging directory, made the first time it is needed."""
         directory = self.root / STAGING
@@ -231,7 +235,16 @@ class BlobStore:
         return len(old)
 
     def get(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        """The blob's bytes, from its row or else its file."""
+        data = self.rows([digest]).get(digest)
+        return self.path(digest).read_bytes() if data is None else data
+
+    def rows(self, digests: Collection[str]) -> dict[str, bytes]:
+        """The bytes of those of `digests` that are rows, in one query; the others are files."""
+        if self.engine is None or not digests:
+            return {}
+        with self.engine.connect() as connection:
+            return blob_rows.fetch(connection, digests)
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the blob store's file system."""

@@ -48,7 +48,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 @dataclass(frozen=True)
 class Store:
-    """The database and the blob files, handed together to every runner."""
+    """The database and the blobs (rows in it, and files), handed together to every runner."""
 
     engine: Engine
     session: sessionmaker[Session]
@@ -57,7 +57,8 @@ class Store:
 
 def open_store(url: str, blob_dir: Path, busy_timeout: float = 5.0) -> Store:
     engine = make_engine(url, busy_timeout)
-    return Store(engine, sessionmaker(engine, expire_on_commit=False), BlobStore(blob_dir))
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    return Store(engine, sessions, BlobStore(blob_dir, engine))
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -172,20 +172,14 @@ class Message(Base):
     auth: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
-class HeldRaw(Base):
-    """A message's raw bytes, held in the database from its intake until the rules stage files
-    them in the blob store (in the transaction that marks the message processed).
+class BlobRow(Base):
+    """A blob small enough to live in the database, named like a blob file by its sha256
+    (`gateway.store.blob_rows` says which and why); a message's `raw_sha256` and a document's
+    `blob_sha256` name either kind."""
 
-    The SMTP door takes most messages whole in memory: committing their bytes with their row
-    makes them durable with the batch's one commit, where a file of their own would cost a
-    create, a write, an fsync and a rename each, and a thread hop, before the 250.
-    """
+    __tablename__ = "blobs"
 
-    __tablename__ = "held_raw"
-
-    message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
-    )
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

@@ -55,13 +55,13 @@ def _client(port: int, client: int, acked: list[bytes], stop: threading.Event) -
 
 
 def _stored(gateway: Gateway) -> dict[str, tuple[str, bytes | None]]:
-    """Message-ID → raw sha256 of every row, and the raw bytes the database holds for it if
-    it does, read from the database file itself."""
+    """Message-ID → raw sha256 of every row, and the raw bytes when they are a blob row, read
+    from the database file itself."""
     db = sqlite3.connect(f"file:{gateway.workdir / 'var' / 'gateway.db'}?mode=ro", uri=True)
     try:
         rows = db.execute(
-            "SELECT m.message_id, m.raw_sha256, h.data FROM messages m"
-            " LEFT JOIN held_raw h ON h.message_id = m.id"
+            "SELECT m.message_id, m.raw_sha256, b.data FROM messages m"
+            " LEFT JOIN blobs b ON b.sha256 = m.raw_sha256"
         ).fetchall()
         return {message_id: (digest, held) for message_id, digest, held in rows}
     finally:

@@ -216,11 +216,11 @@ def test_forged_header_from_is_refused_after_data(door: SmtpDoor, headers: str, 
     assert door.messages() == []
 
 
-def _held(door: SmtpDoor) -> dict[int, bytes]:
-    """Message id → the raw bytes the database holds for it."""
+def _rows(door: SmtpDoor) -> dict[str, bytes]:
+    """sha256 → the bytes of every blob row."""
     with door.store.engine.connect() as connection:
-        rows = connection.exec_driver_sql("SELECT message_id, data FROM held_raw")
-        return {message_id: bytes(data) for message_id, data in rows}
+        rows = connection.exec_driver_sql("SELECT sha256, data FROM blobs")
+        return {digest: bytes(data) for digest, data in rows}
 
 
 def _large_mail() -> bytes:
@@ -248,8 +248,8 @@ def test_a_small_message_is_durable_with_its_row_and_a_refused_one_never_touches
         assert client.sendmail(GOOD, ["acme@docs.office.example"], raw) == {}
     assert synced == []  # no file: the bytes were committed with the row
     (message,) = door.messages()
-    assert _held(door) == {message.id: raw}
     assert message.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert _rows(door) == {message.raw_sha256: raw}
     assert not any(p.is_file() for p in (door.store.blobs.root).rglob("*"))
 
 
@@ -270,7 +270,7 @@ def test_a_large_message_is_fsynced_once_with_its_directory_and_not_held(
         with _client(door) as client:
             assert client.sendmail(GOOD, ["acme@docs.office.example"], raw) == {}
         (message,) = door.messages()
-        assert _held(door) == {}
+        assert _rows(door) == {}
     finally:
         door.stop()
     assert sorted(synced) == [False, True]  # the message's file, then the blob directory

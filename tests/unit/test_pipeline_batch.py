@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, select
 
+import gateway.pipeline.runner
 import gateway.pipeline.write
 from gateway.config import DeliverySettings, DossierSettings, IntegrationEntry
 from gateway.intake.accept import Envelope, accept_message, commit_arrivals, hold
 from gateway.intake.spool import Held
 from gateway.office import put_dossier, put_integration
 from gateway.pipeline.runner import PipelineRunner
+from gateway.store import blob_rows
 from gateway.store.db import Store, open_store, upgrade
-from gateway.store.models import Delivery, Document, Event, HeldRaw, Message
+from gateway.store.models import BlobRow, Delivery, Document, Event, Message
 
 ADDRESS = "acme@docs.example"
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +44,8 @@ def store(tmp_path: Path) -> Store:
 
 
 def accept(store: Store, n: int, filename: str = "", held: bool = False) -> bytes:
-    """An invoice mail accepted as a blob file, or `held` in the database as the SMTP door
-    keeps most mail."""
+    """An invoice mail accepted as the IMAP and folder doors do, or `held` as the SMTP door
+    takes most mail."""
     msg = EmailMessage()
     msg["From"] = "supplier@example.com"
     msg["To"] = ADDRESS
@@ -123,20 +125,51 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
         assert all(m.processed_at for m in messages)
 
 
-def test_blobs_are_synced_together_before_the_commit(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each new blob file is synced once and each directory once, all before the commit; the
-    documents' files are in place and nothing staged is left."""
-    for n in range(8):
-        accept(store, n)
+def fsyncs(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[str]:
+    """File syncs and commits, in order."""
     order: list[str] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
     event.listen(store.engine, "commit", lambda _conn: order.append("commit"))
+    return order
+
+
+def blob_files(store: Store) -> list[Path]:
+    return [p for p in store.blobs.root.rglob("*") if p.is_file()]
+
+
+def test_small_blobs_are_rows_made_durable_by_the_one_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw messages and documents under the row limit: no file, no file sync, only the
+    batch's commit; every blob reads back from its row."""
+    raws = [accept(store, n, held=n % 2 == 0) for n in range(8)]
+    order = fsyncs(monkeypatch, store)
+    assert runner(store).process_batch() == 8
+    assert order == ["commit"]
+    assert blob_files(store) == []
+    with store.session() as session:
+        digests = set(session.scalars(select(Document.blob_sha256)))
+        rows = set(session.scalars(select(BlobRow.sha256)))
+    raw_digests = {hashlib.sha256(raw).hexdigest() for raw in raws}
+    assert len(digests) == 8 and rows == digests | raw_digests
+    assert all(store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw for raw in raws)
+    assert all(b"<Invoice" in store.blobs.get(d) for d in digests)
+
+
+def test_blobs_past_the_row_limit_are_files_synced_together_before_the_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new blob file is synced once and each directory once, all before the commit; the
+    documents' files are in place, none of them is a row, and nothing staged is left."""
+    monkeypatch.setattr(blob_rows, "ROW_LIMIT", 100)
+    for n in range(8):
+        accept(store, n)
+    order = fsyncs(monkeypatch, store)
     runner(store).process_batch()
     with store.session() as session:
         digests = set(session.scalars(select(Document.blob_sha256)))
+        assert session.scalars(select(BlobRow)).all() == []
     directories = {store.blobs.path(d).parent for d in digests}
     assert order == ["fsync"] * (len(digests) + len(directories)) + ["commit"]
     assert all(store.blobs.path(d).is_file() for d in digests)
@@ -158,31 +191,30 @@ def test_a_quarantined_message_in_a_batch_is_kept_aside_and_stages_nothing(
     assert list((store.blobs.root / ".staging").iterdir()) == []
 
 
-def test_held_messages_are_filed_as_blobs_before_the_one_commit_that_drops_them(
+def test_a_batch_that_fails_to_commit_leaves_no_blob_row_of_its_documents(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Raw bytes the database held leave it in the batch's commit, after their blob files are
-    durable, whatever became of the message (here three invoices and a quarantine)."""
+    """Small blobs are rows of the batch's transaction: a failure before its commit takes
+    them back with the documents, and the messages (their raw rows kept) are done again."""
     raws = [accept(store, n, held=True) for n in range(3)]
-    junk = b"From: a@example.com\r\nX-Junk: " + b"a" * 200_000 + b"\r\n\r\nbody"
-    raws.append(take(store, junk, "a@example.com", held=True))
-    order: list[str] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
-    event.listen(store.engine, "commit", lambda _conn: order.append("commit"))
+
+    def broken(name: str) -> None:
+        if name == "pipeline_before_commit":
+            raise RuntimeError("injected before the commit")
+
+    monkeypatch.setattr(gateway.pipeline.runner, "crashpoint", broken)
+    with pytest.raises(RuntimeError):
+        runner(store).process_batch()
     with store.session() as session:
-        assert len(session.scalars(select(HeldRaw)).all()) == 4
-    assert runner(store).process_batch() == 4
-    assert order[-1] == "commit" and order.count("commit") == 1
-    assert order.count("fsync") >= len(raws)  # at least each raw message's new file
+        rows = set(session.scalars(select(BlobRow.sha256)))
+        assert rows == {hashlib.sha256(raw).hexdigest() for raw in raws}
+        assert session.scalars(select(Document)).all() == []
+    monkeypatch.undo()
+    assert runner(store).process_batch() == 3
     with store.session() as session:
-        assert session.scalars(select(HeldRaw)).all() == []
-        verdicts = [m.verdict for m in session.scalars(select(Message).order_by(Message.id))]
-        assert verdicts == ["accepted"] * 3 + ["quarantined"]
         assert len(session.scalars(select(Document)).all()) == 3
-    for raw in raws:
-        assert store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
-    assert list((store.blobs.root / ".staging").iterdir()) == []
+        assert len(session.scalars(select(BlobRow)).all()) == 6
+    assert blob_files(store) == []
 
 
 def test_staged_files_left_by_a_crash_are_swept(store: Store) -> None:

@@ -125,8 +125,9 @@ def test_a_lane_is_dry_when_its_claim_found_less_than_its_room(store: Store) -> 
 
 
 def test_a_claim_reads_its_documents_in_the_claiming_query(store: Store) -> None:
-    """Two reads per claiming round: the integrations and the due deliveries with their
-    documents; not a third for the documents of what was claimed."""
+    """Three reads per claiming round: the integrations, the due deliveries with their
+    documents, and those documents' bytes that are blob rows, all in one; not one read per
+    document claimed."""
     _queue(store, "drop", 3)
     selects = []
 
@@ -137,4 +138,5 @@ def test_a_claim_reads_its_documents_in_the_claiming_query(store: Store) -> None
     event.listen(store.engine, "before_cursor_execute", count)
     claimed = rounds.run(store, SETTINGS, rounds.Round(held={}))
     assert sorted(job.row.filename for job in claimed.jobs) == ["0.xml", "1.xml", "2.xml"]
-    assert len(selects) == 2
+    assert len(selects) == 3 and "FROM blobs" in selects[2]
+    assert all(job.data is not None for job in claimed.jobs)
