@@ -31,7 +31,8 @@ NOT_PLAIN = [
 ]
 
 
-# Bytes that change how a header block splits into fields when put anywhere in it.
+# Bytes that change how a header block splits into fields when put anywhere in it, and control
+# characters that `str.splitlines` would take for line breaks (the parser does not).
 STRUCTURE = [
     "\n",
     "\r",
@@ -45,6 +46,10 @@ STRUCTURE = [
     "\r\n\r\n",
     "\u00fc",
     "\x00",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x85",
 ]
 
 
