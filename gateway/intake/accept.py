@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import metrics, mime
+from gateway import metrics
 from gateway.intake.spool import END_OF_HEAD, HEAD_LIMIT, Held, Spooled
 from gateway.mime import plain_headers
 from gateway.store import blob_rows
@@ -115,7 +115,7 @@ def arrive(
 
     `raw_head` is the message's header block (or the whole message); nothing past it is read.
     """
-    head = plain_headers.headers(mime.parse(raw_head, headers_only=True))
+    head = plain_headers.read(raw_head)
     key = intake_key(head.message_id, digest, envelope.routes)
     fields: dict[str, Any] = {
         "source": envelope.source,

@@ -8,12 +8,16 @@ a Message-ID `<left@right>` of dot-atoms, a From that is one plain address, bare
 brackets or after a display name of plain words. For those the registry's answer is the value
 itself (or the address with its brackets dropped); any other value sends the whole message to
 `mime.headers`, so both always agree (a test compares them on thousands of generated values).
+`read` takes the header block's bytes, and parses them only when `message.plain_fields` cannot
+split them, or a value is not plain.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from email.message import EmailMessage
+from typing import Any
 
 from gateway.mime import message as registry
 
@@ -26,11 +30,27 @@ _ANGLED = re.compile(rf"<({_ADDRESS})>", re.ASCII)
 _NAMED = re.compile(rf"({_ATEXT}+(?: {_ATEXT}+)*) <({_ADDRESS})>", re.ASCII)
 
 
+def read(raw_head: bytes) -> registry.Headers:
+    """`mime.headers(mime.parse(raw_head, headers_only=True))`, without the e-mail package
+    when the header block and every value are plain."""
+    fields = registry.plain_fields(raw_head)
+    found = None if fields is None else _plain(fields)
+    if found is None:
+        return registry.headers(registry.parse(raw_head, headers_only=True))
+    return found
+
+
 def headers(message: EmailMessage) -> registry.Headers:
     """`mime.headers(message)`, without the header registry when every value is plain."""
+    found = _plain(message.raw_items())
+    return registry.headers(message) if found is None else found
+
+
+def _plain(fields: Iterable[tuple[str, Any]]) -> registry.Headers | None:
+    """The headers of raw `fields` when every value is plain, else None."""
     values = {"from": "", "message-id": "", "subject": ""}
     found: set[str] = set()
-    for name, value in message.raw_items():
+    for name, value in fields:
         key = name.lower()
         if key in values and key not in found:
             found.add(key)
@@ -41,7 +61,7 @@ def headers(message: EmailMessage) -> registry.Headers:
         _unfolded(values["subject"]),
     )
     if None in plain:
-        return registry.headers(message)
+        return None
     header_from, message_id, subject = plain
     assert header_from is not None and message_id is not None and subject is not None
     return registry.Headers(header_from=header_from, message_id=message_id, subject=subject)

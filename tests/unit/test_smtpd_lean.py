@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Session
 
 from gateway.intake.smtpd.lean import SCANNED_PREFIXES, LeanSMTP
 from gateway.intake.smtpd.smtp_data import StreamingSMTP
@@ -160,3 +160,49 @@ def test_a_shorter_idle_limit_brings_the_timer_forward(
     lean._reset_timeout()
     lean._reset_timeout(5)
     assert lean._timeout_handle is not None and lean._timeout_handle.when() == 1005.0
+
+
+class Writes:
+    """A stream writer that records what each write sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+
+def test_a_multi_line_reply_leaves_in_one_write_with_its_last_line(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    lean = LeanSMTP(Hooks(), loop=loop)
+    lean.session = Session(loop)
+    writes = Writes()
+    lean._writer = writes  # type: ignore[assignment]
+
+    async def replies() -> None:
+        for line in ["250-gateway", "250-SIZE 10", "250 HELP", "250 2.1.0 Ok"]:
+            await lean.push(line)
+        await lean.push("250-a")
+        await lean.push(b"250 b")
+
+    loop.run_until_complete(replies())
+    assert writes.sent == [
+        b"250-gateway\r\n250-SIZE 10\r\n250 HELP\r\n",
+        b"250 2.1.0 Ok\r\n",
+        b"250-a\r\n250 b\r\n",
+    ]
+
+
+def test_the_ehlo_reply_is_stock_aiosmtpd_s_to_the_byte(loop: asyncio.AbstractEventLoop) -> None:
+    sent = []
+    for protocol in both(loop):
+        protocol.session = Session(loop)
+        protocol._writer = writes = Writes()  # type: ignore[assignment]
+        loop.run_until_complete(protocol.smtp_EHLO("client.example"))
+        sent.append(b"".join(writes.sent))
+    assert sent[0] == sent[1]
+    assert sent[0].count(b"\r\n") > 3

@@ -8,11 +8,15 @@ rules stage and the workers. The kernel gives each connection to a process that 
 accept, so a busy one takes fewer. They share the database and the blob store; each commits its
 own groups, and after every accepted message sends `wake` to the daemon, which starts the
 rules stage at once.
+
+A listener leaves what its start-up made out of the garbage collector's full collections
+(`settle_heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import sys
@@ -62,11 +66,25 @@ async def serve(
     store = open_store(settings.database.url, settings.blob_dir, settings.database.busy_timeout)
     sockets = [socket.socket(fileno=fd) for fd in fds]
     door = await smtpd.start(settings.smtp, store, link.poke, settings.intake, sockets)
+    settle_heap()
     log.info("smtp_listener_ready", pid=os.getpid())
     await stop.wait()
     await door.close(settings.daemon.drain_timeout)
     store.engine.dispose()
     log.info("smtp_listener_stopped", pid=os.getpid())
+
+
+def settle_heap() -> None:
+    """Move every object alive now to the collector's permanent generation (`gc.freeze`),
+    once start-up's own garbage is collected.
+
+    What a started listener holds (modules, settings, the database engine: ~100,000 objects)
+    lives as long as the process, yet a full collection walks all of it: under load one came
+    about every thousand messages and took ~70 ms of CPU, every session held up meanwhile.
+    Frozen, they are not walked; the sessions' own objects are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":
