@@ -50,6 +50,13 @@ class _Cached(Message):
     def get_content_type(self) -> str:
         return str(self._cached(("type",), lambda: Message.get_content_type(self)))
 
+    def get_params(
+        self, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        key = ("params", header.lower(), unquote)
+        found = self._cached(key, lambda: Message.get_params(self, _MISSING, header, unquote))
+        return failobj if found is _MISSING else list(found)
+
     def get_param(
         self,
         param: str,
@@ -57,9 +64,13 @@ class _Cached(Message):
         header: str = "content-type",
         unquote: bool = True,
     ) -> Any:
-        key = ("param", param.lower(), header.lower(), unquote)
-        found = self._cached(key, lambda: Message.get_param(self, param, _MISSING, header, unquote))
-        return failobj if found is _MISSING else found
+        """`Message.get_param`'s answer from the header's parameters, parsed once for every
+        name asked of them (boundary, charset and name are all in Content-Type)."""
+        params = self.get_params(_MISSING, header, unquote)
+        if params is _MISSING:
+            return failobj
+        name = param.lower()
+        return next((value for key, value in params if key.lower() == name), failobj)
 
     def set_default_type(self, ctype: str) -> None:
         super().set_default_type(ctype)
