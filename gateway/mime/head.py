@@ -52,6 +52,9 @@ class _Cached(Message):
     def get_content_type(self) -> str:
         return str(self._cached(("type",), lambda: Message.get_content_type(self)))
 
+    def get_content_maintype(self) -> str:
+        return str(self._cached(("maintype",), lambda: Message.get_content_maintype(self)))
+
     def get_params(
         self, failobj: Any = None, header: str = "content-type", unquote: bool = True
     ) -> Any:

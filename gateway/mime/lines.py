@@ -88,9 +88,11 @@ class Lines:
             if read is None:
                 return None
             line = read
-        if not piece and any(test(line) for test in self.ends):
-            self.back.append((line, self.last_start))
-            return None
+        if not piece:
+            for test in self.ends:
+                if test(line):
+                    self.back.append((line, self.last_start))
+                    return None
         return line
 
     def _next(self) -> bytes | None:
