@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 CHUNK = 64 * 1024
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_DASHES_ONE_BY_ONE = 8
 
 
 class Lines:
@@ -133,12 +134,21 @@ class Lines:
 
 
 def _dashes_after_line_end(buf: bytes, start: int) -> int:
-    """Where the first `--` that follows a line end after `start` begins, or -1. Found by
-    looking at each dash (memchr), not with a pattern tried at every byte: bodies, base64
-    above all, hold few dashes or none."""
+    """Where the first `--` that follows a line end after `start` begins, or -1.
+
+    Bodies, base64 above all, hold few dashes or none, so the first few dashes are looked at
+    one by one (memchr), far faster than a pattern tried at every byte; past those (a rule of
+    dashes, a table) two plain searches for a line end and two dashes keep it linear."""
     at = buf.find(b"-", start + 1)
-    while at >= 0:
+    for _ in range(_DASHES_ONE_BY_ONE):
+        if at < 0:
+            return -1
         if buf[at - 1] in b"\r\n" and buf.startswith(b"-", at + 1):
             return at
         at = buf.find(b"-", at + 1)
-    return -1
+    if at < 0:
+        return -1
+    after_lf = buf.find(b"\n--", at - 1)
+    after_cr = buf.find(b"\r--", at - 1, after_lf if after_lf >= 0 else len(buf))
+    found = after_cr if after_cr >= 0 else after_lf
+    return found + 1 if found >= 0 else -1

@@ -13,13 +13,15 @@ DASHES_AFTER_LINE_END = re.compile(rb"(?:\r\n|\r|\n)--")
 LINE_END_AT_END = re.compile(rb"(\r\n|\r|\n)\Z")
 
 
-def samples(alphabet: bytes, count: int = 3000) -> list[bytes]:
+def samples(alphabet: bytes, count: int = 3000, longest: int = 12) -> list[bytes]:
     rng = random.Random(8)
-    return [bytes(rng.choices(alphabet, k=rng.randrange(12))) for _ in range(count)]
+    return [bytes(rng.choices(alphabet, k=rng.randrange(longest))) for _ in range(count)]
 
 
 def test_dashes_after_a_line_end_as_the_pattern_finds_them() -> None:
-    for buf in samples(b"\r\n-a"):
+    """Short samples, and long dashy ones that go past the dashes looked at one by one."""
+    dashy = samples(b"\r\n-----a", count=1000, longest=60)
+    for buf in [*samples(b"\r\n-a"), *dashy, b"a" + b"-" * 100, b"x-- -\n" * 20 + b"\r--"]:
         for start in range(len(buf) + 1):
             found = DASHES_AFTER_LINE_END.search(buf, start)
             assert _dashes_after_line_end(buf, start) == (found.end() - 2 if found else -1)
