@@ -75,7 +75,7 @@ def decoded_filename(part: Message) -> str:
         name = part.get_filename() or _encoded_word_name(part)
     except (ValueError, TypeError, LookupError, AttributeError, IndexError, HeaderParseError):
         return ""
-    if not any("\udc80" <= c <= "\udcff" for c in name):
+    if name.isascii() or not any("\udc80" <= c <= "\udcff" for c in name):
         return name
     data = name.encode("utf-8", "surrogateescape")
     for charset in ("utf-8", part.get_content_charset() or "utf-8"):

@@ -31,6 +31,8 @@ _QUOTED = r'"[ !#-\[\]-~]*"'
 _PARAMETERS = re.compile(
     rf"[ \t]*{_TOKEN}(?:/{_TOKEN})?(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*[ \t]*"
 )
+_PARAMETER = re.compile(rf";[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})")
+_WITH_PARAMETERS = ("content-type", "content-disposition")
 _PLAIN = {
     "content-type": _PARAMETERS,
     "content-disposition": _PARAMETERS,
@@ -50,6 +52,19 @@ class _Cached(Message):
     def get_content_type(self) -> str:
         return str(self._cached(("type",), lambda: Message.get_content_type(self)))
 
+    def get_content_maintype(self) -> str:
+        return str(self._cached(("maintype",), lambda: Message.get_content_maintype(self)))
+
+    def get_params(
+        self, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        key = ("params", header.lower(), unquote)
+        found = self._cached(key, lambda: self._parse_params(header, unquote))
+        return failobj if found is _MISSING else list(found)
+
+    def _parse_params(self, header: str, unquote: bool) -> Any:
+        return Message.get_params(self, _MISSING, header, unquote)
+
     def get_param(
         self,
         param: str,
@@ -57,9 +72,13 @@ class _Cached(Message):
         header: str = "content-type",
         unquote: bool = True,
     ) -> Any:
-        key = ("param", param.lower(), header.lower(), unquote)
-        found = self._cached(key, lambda: Message.get_param(self, param, _MISSING, header, unquote))
-        return failobj if found is _MISSING else found
+        """`Message.get_param`'s answer from the header's parameters, parsed once for every
+        name asked of them (boundary, charset and name are all in Content-Type)."""
+        params = self.get_params(_MISSING, header, unquote)
+        if params is _MISSING:
+            return failobj
+        name = param.lower()
+        return next((value for key, value in params if key.lower() == name), failobj)
 
     def set_default_type(self, ctype: str) -> None:
         super().set_default_type(ctype)
@@ -78,6 +97,23 @@ class RegistryHeaders(_Cached, EmailMessage):
 
 class PlainHeaders(_Cached, Message):
     """A header block of plain values, answered by `compat32` (see the module's docstring)."""
+
+    def _parse_params(self, header: str, unquote: bool) -> Any:
+        value = self.get(header, _MISSING)
+        if value is _MISSING or header.lower() not in _WITH_PARAMETERS:
+            return super()._parse_params(header, unquote)
+        return _split_parameters(value, unquote)
+
+
+def _split_parameters(value: str, unquote: bool) -> list[tuple[str, str]]:
+    """A plain value's parameters as `Message.get_params` gives them (the type first, with an
+    empty value; names lowercased; values unquoted, or quoted when `unquote` is false), split
+    by the pattern that found the value plain instead of the email package's general parser."""
+    params = [(value.partition(";")[0].strip(), "")]
+    for name, given in _PARAMETER.findall(value):
+        bare = given[1:-1] if given.startswith('"') else given
+        params.append((name.lower(), bare if unquote else f'"{bare}"'))
+    return params
 
 
 _HEADER_POLICY = policy.default.clone(message_factory=RegistryHeaders)

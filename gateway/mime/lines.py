@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 CHUNK = 64 * 1024
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_DASHES_AFTER_LINE_END = re.compile(rb"(?:\r\n|\r|\n)--")
+_DASHES_ONE_BY_ONE = 8
 
 
 class Lines:
@@ -64,9 +64,9 @@ class Lines:
         buf, start = self.buf, self.i
         if buf.startswith(b"--", start):
             return b""
-        dashes = _DASHES_AFTER_LINE_END.search(buf, start)
-        if dashes is not None:
-            end = dashes.end() - 2
+        dashes = _dashes_after_line_end(buf, start)
+        if dashes >= 0:
+            end = dashes
         else:
             cr = buf.rfind(b"\r", start)
             usable_cr = cr + 1 if cr >= 0 and (cr + 1 < len(buf) or self.eof) else 0
@@ -89,9 +89,11 @@ class Lines:
             if read is None:
                 return None
             line = read
-        if not piece and any(test(line) for test in self.ends):
-            self.back.append((line, self.last_start))
-            return None
+        if not piece:
+            for test in self.ends:
+                if test(line):
+                    self.back.append((line, self.last_start))
+                    return None
         return line
 
     def _next(self) -> bytes | None:
@@ -129,3 +131,24 @@ class Lines:
         raw = self.fh.read(stop - start)
         self.fh.seek(where)
         return raw
+
+
+def _dashes_after_line_end(buf: bytes, start: int) -> int:
+    """Where the first `--` that follows a line end after `start` begins, or -1.
+
+    Bodies, base64 above all, hold few dashes or none, so the first few dashes are looked at
+    one by one (memchr), far faster than a pattern tried at every byte; past those (a rule of
+    dashes, a table) two plain searches for a line end and two dashes keep it linear."""
+    at = buf.find(b"-", start + 1)
+    for _ in range(_DASHES_ONE_BY_ONE):
+        if at < 0:
+            return -1
+        if buf[at - 1] in b"\r\n" and buf.startswith(b"-", at + 1):
+            return at
+        at = buf.find(b"-", at + 1)
+    if at < 0:
+        return -1
+    after_lf = buf.find(b"\n--", at - 1)
+    after_cr = buf.find(b"\r--", at - 1, after_lf if after_lf >= 0 else len(buf))
+    found = after_cr if after_cr >= 0 else after_lf
+    return found + 1 if found >= 0 else -1

@@ -28,7 +28,6 @@ from gateway.mime.body import Sink, decoder_for
 from gateway.mime.head import parse_head
 from gateway.mime.lines import Lines
 
-_LINE_END_AT_END = re.compile(rb"(\r\n|\r|\n)\Z")
 _HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")
 
 
@@ -212,7 +211,7 @@ def _decode_body(lines: Lines, leaf: Leaf, strip: bool) -> None:
             regular = decoder.feed(held) if decoder else False
         held = line
     if held is not None and regular and decoder is not None:
-        regular = decoder.feed(_LINE_END_AT_END.sub(b"", held) if strip else held)
+        regular = decoder.feed(_without_line_end(held) if strip else held)
     if regular and decoder is not None and decoder.close():
         return
     leaf.sink.reset()
@@ -227,8 +226,16 @@ def _fallback(lines: Lines, leaf: Leaf, start: int, stop: int, strip: bool) -> N
     """Decode the raw body at `start:stop` with the email package itself."""
     raw = lines.read_back(start, stop)
     if strip:
-        raw = _LINE_END_AT_END.sub(b"", raw)
+        raw = _without_line_end(raw)
     leaf.head.set_payload(raw.decode("ascii", "surrogateescape"))
     decoded = leaf.head.get_payload(decode=True)
     leaf.head.set_payload("")
     leaf.sink.write(decoded if isinstance(decoded, bytes) else b"")
+
+
+def _without_line_end(data: bytes) -> bytes:
+    """`data` without the one line end (CRLF, CR or LF) it ends with, if any. Cut from the
+    end, not found by a pattern: the data is often a whole body."""
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    return data[:-1] if data.endswith((b"\r", b"\n")) else data

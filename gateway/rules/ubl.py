@@ -7,12 +7,10 @@ CreditNote raises `NotUbl`; the caller decides what else it might be.
 
 from __future__ import annotations
 
-import functools
-from typing import cast
-
 from lxml import etree
 
 from gateway.rules.attachments import pdf_from_base64, pdf_name
+from gateway.rules.childpaths import ChildPaths, Found
 from gateway.rules.facts import (
     CREDIT_TYPE_CODES,
     NO_PARTY,
@@ -36,6 +34,40 @@ class NotUbl(ValueError):
         self.root_tag = root_tag
 
 
+_TYPE_CODE = {INVOICE: "cbc:InvoiceTypeCode", CREDIT_NOTE: "cbc:CreditNoteTypeCode"}
+_REFERENCE = "cac:AdditionalDocumentReference"
+_BINARY = "cac:Attachment/cbc:EmbeddedDocumentBinaryObject"
+_ROOT = ChildPaths(
+    [
+        "cbc:CustomizationID",
+        "cbc:ProfileID",
+        *_TYPE_CODE.values(),
+        "cbc:ID",
+        "cbc:IssueDate",
+        "cbc:DocumentCurrencyCode",
+        "cac:LegalMonetaryTotal/cbc:PayableAmount",
+        "cac:AccountingSupplierParty/cac:Party",
+        "cac:AccountingCustomerParty/cac:Party",
+        _REFERENCE,
+        f"{_REFERENCE}/{_BINARY}",
+    ],
+    NS,
+)
+_ATTACHED = ChildPaths([_REFERENCE], NS)
+_ATTACHMENT = ChildPaths([_BINARY, "cbc:ID"], NS)
+_PARTY = ChildPaths(
+    [
+        "cac:PartyName/cbc:Name",
+        "cac:PartyLegalEntity/cbc:RegistrationName",
+        "cac:PartyLegalEntity/cbc:CompanyID",
+        "cbc:EndpointID",
+        "cac:PartyTaxScheme",
+    ],
+    NS,
+)
+_TAX_SCHEME = ChildPaths(["cac:TaxScheme/cbc:ID", "cbc:CompanyID"], NS)
+
+
 def read_ubl(root: etree._Element) -> InvoiceFacts:
     """Read the facts of a UBL document; raise `NotUbl` for any other root.
 
@@ -44,22 +76,23 @@ def read_ubl(root: etree._Element) -> InvoiceFacts:
     """
     if root.tag not in (INVOICE, CREDIT_NOTE):
         raise NotUbl(str(root.tag))
-    credit_root = root.tag == CREDIT_NOTE
-    pdf = embedded_pdf(root)
-    type_code = _text(root, "cbc:CreditNoteTypeCode" if credit_root else "cbc:InvoiceTypeCode")
+    found = _ROOT.read(root)
+    pdf = _embedded_pdf(found.all(_REFERENCE))
+    type_code = found.text(_TYPE_CODE[root.tag])
+    credit = root.tag == CREDIT_NOTE or type_code in CREDIT_TYPE_CODES
     return InvoiceFacts(
-        customization_id=_text(root, "cbc:CustomizationID"),
-        profile_id=_text(root, "cbc:ProfileID"),
+        customization_id=found.text("cbc:CustomizationID"),
+        profile_id=found.text("cbc:ProfileID"),
         type_code=type_code,
-        kind="credit-note" if credit_root or type_code in CREDIT_TYPE_CODES else "invoice",
-        number=_text(root, "cbc:ID"),
-        issue_date=iso_date(_text(root, "cbc:IssueDate")),
-        currency=_text(root, "cbc:DocumentCurrencyCode"),
-        payable_amount=_text(root, "cac:LegalMonetaryTotal/cbc:PayableAmount"),
-        supplier=_party(_find(root, "cac:AccountingSupplierParty/cac:Party")),
-        customer=_party(_find(root, "cac:AccountingCustomerParty/cac:Party")),
+        kind="credit-note" if credit else "invoice",
+        number=found.text("cbc:ID"),
+        issue_date=iso_date(found.text("cbc:IssueDate")),
+        currency=found.text("cbc:DocumentCurrencyCode"),
+        payable_amount=found.text("cac:LegalMonetaryTotal/cbc:PayableAmount"),
+        supplier=_party(found.first("cac:AccountingSupplierParty/cac:Party")),
+        customer=_party(found.first("cac:AccountingCustomerParty/cac:Party")),
         has_embedded_pdf=pdf is not None,
-        pdf_placeholder=pdf is None and declares_pdf(root),
+        pdf_placeholder=pdf is None and _declares_pdf(found.all(f"{_REFERENCE}/{_BINARY}")),
         pdf=pdf,
     )
 
@@ -70,43 +103,49 @@ def embedded_pdf(root: etree._Element) -> tuple[str, bytes] | None:
     Only content that really is a PDF counts: many examples declare `application/pdf` around a
     placeholder string or an empty element. The file name is reduced to a plain base name.
     """
-    for reference in _all(root, "cac:AdditionalDocumentReference"):
-        binary = _find(reference, "cac:Attachment/cbc:EmbeddedDocumentBinaryObject")
-        if binary is None or binary.get("mimeCode", "").strip().lower() != "application/pdf":
+    return _embedded_pdf(_ATTACHED.read(root).all(_REFERENCE))
+
+
+def _embedded_pdf(references: list[etree._Element]) -> tuple[str, bytes] | None:
+    for reference in references:
+        found = _ATTACHMENT.read(reference)
+        binary = found.first(_BINARY)
+        if binary is None or not _says_pdf(binary):
             continue
         content = pdf_from_base64(binary.text or "")
         if content is not None:
-            return pdf_name(binary.get("filename", ""), _text(reference, "cbc:ID")), content
+            return pdf_name(binary.get("filename", ""), found.text("cbc:ID")), content
     return None
 
 
-def declares_pdf(root: etree._Element) -> bool:
+def _declares_pdf(binaries: list[etree._Element]) -> bool:
     """Some attachment says `application/pdf`, whatever its content turns out to be."""
-    return any(
-        binary.get("mimeCode", "").strip().lower() == "application/pdf"
-        for binary in _all(
-            root, "cac:AdditionalDocumentReference/cac:Attachment/cbc:EmbeddedDocumentBinaryObject"
-        )
-    )
+    return any(_says_pdf(binary) for binary in binaries)
+
+
+def _says_pdf(binary: etree._Element) -> bool:
+    return binary.get("mimeCode", "").strip().lower() == "application/pdf"
 
 
 def _party(party: etree._Element | None) -> Party:
     if party is None:
         return NO_PARTY
+    found = _PARTY.read(party)
     return Party(
-        name=_text(party, "cac:PartyName/cbc:Name")
-        or _text(party, "cac:PartyLegalEntity/cbc:RegistrationName"),
-        vat=_vat(party),
-        company=_schemed(_find(party, "cac:PartyLegalEntity/cbc:CompanyID")),
-        endpoint=_schemed(_find(party, "cbc:EndpointID")),
+        name=found.text("cac:PartyName/cbc:Name")
+        or found.text("cac:PartyLegalEntity/cbc:RegistrationName"),
+        vat=_vat(found),
+        company=_schemed(found.first("cac:PartyLegalEntity/cbc:CompanyID")),
+        endpoint=_schemed(found.first("cbc:EndpointID")),
     )
 
 
-def _vat(party: etree._Element) -> str:
+def _vat(party: Found) -> str:
     """The CompanyID of the VAT tax scheme; Swedish examples also list F-skatt under `TAX`."""
-    for scheme in _all(party, "cac:PartyTaxScheme"):
-        if _text(scheme, "cac:TaxScheme/cbc:ID").upper() in ("VAT", ""):
-            vat = _text(scheme, "cbc:CompanyID")
+    for scheme in party.all("cac:PartyTaxScheme"):
+        found = _TAX_SCHEME.read(scheme)
+        if found.text("cac:TaxScheme/cbc:ID").upper() in ("VAT", ""):
+            vat = found.text("cbc:CompanyID")
             if vat:
                 return vat
     return ""
@@ -116,24 +155,3 @@ def _schemed(element: etree._Element | None) -> SchemedId | None:
     if element is None or not (element.text or "").strip():
         return None
     return SchemedId(scheme=element.get("schemeID", "").strip(), value=(element.text or "").strip())
-
-
-def _text(element: etree._Element, path: str) -> str:
-    found = _find(element, path)
-    return (found.text or "").strip() if found is not None else ""
-
-
-def _find(element: etree._Element, path: str) -> etree._Element | None:
-    found = _all(element, path)
-    return found[0] if found else None
-
-
-def _all(element: etree._Element, path: str) -> list[etree._Element]:
-    return cast(list[etree._Element], _compiled(path)(element))
-
-
-@functools.cache
-def _compiled(path: str) -> etree.XPath:
-    """Each path compiled once: a compiled XPath runs several times faster than `find`'s
-    paths, and lxml's XPath objects may be shared between threads (they lock)."""
-    return etree.XPath(path, namespaces=NS)

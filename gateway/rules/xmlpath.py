@@ -3,11 +3,15 @@
 CII (ZUGFeRD 1 vs D16B) and camt.053 (.001.02 to .001.13) keep their element names while the
 namespace moves with every version; matching local names along a short path reads all of them
 with one reader. Paths are steps split by `/`, each step `A|B` naming alternatives.
+Each path is compiled once to an XPath that tests local names, so the children of a step
+(an invoice's many lines among them) are filtered by libxml2 rather than one by one here.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import cast
 
 from lxml import etree
 
@@ -23,15 +27,28 @@ def namespace(element: etree._Element) -> str:
 
 
 def find_all(element: etree._Element, path: str) -> Iterator[etree._Element]:
-    found = [element]
-    for step in path.split("/"):
-        names = set(step.split("|"))
-        found = [child for parent in found for child in parent if local_name(child) in names]
-    return iter(found)
+    """Every element at the end of `path`, in document order."""
+    return iter(_matches(element, path))
 
 
 def find(element: etree._Element, path: str) -> etree._Element | None:
-    return next(find_all(element, path), None)
+    found = _matches(element, path)
+    return found[0] if found else None
+
+
+def _matches(element: etree._Element, path: str) -> list[etree._Element]:
+    return cast(list[etree._Element], _compiled(path)(element))
+
+
+@functools.cache
+def _compiled(path: str) -> etree.XPath:
+    """`A|B/C` as `*[local-name()='A' or local-name()='B']/*[local-name()='C']`; names are
+    this module's callers' constants. lxml's XPath objects may be shared between threads."""
+    steps = (
+        "*[" + " or ".join(f"local-name()='{name}'" for name in step.split("|")) + "]"
+        for step in path.split("/")
+    )
+    return etree.XPath("/".join(steps))
 
 
 def text(element: etree._Element | None, path: str) -> str:

@@ -139,6 +139,29 @@ def test_header_blocks_read_plainly_answer_as_the_email_package() -> None:
     assert plain > 600  # the plain reading is what most blocks get
 
 
+def test_plain_parameters_are_split_as_compat32_splits_them() -> None:
+    """Parameters of a plain block are split by a pattern, not by the email package's parser:
+    every way of asking for them answers as that parser does on the same values."""
+    rng = random.Random(20261122)
+    checked = 0
+    for case in range(2500):
+        mine = parse_head(_block(rng))
+        if not isinstance(mine, PlainHeaders):
+            continue
+        reference = Message()
+        for name, value in mine.items():
+            reference.set_raw(name, value)
+        for header in ("content-type", "Content-Disposition", "content-transfer-encoding"):
+            for unquote in (True, False):
+                asked = {"header": header, "unquote": unquote}
+                assert mine.get_params(**asked) == reference.get_params(**asked), f"case {case}"
+                for param in NAMES:
+                    found = mine.get_param(param, **asked)
+                    assert found == reference.get_param(param, **asked), f"case {case}"
+        checked += 1
+    assert checked > 600
+
+
 def test_a_plain_block_keeps_every_field_in_order() -> None:
     block = b"Content-Type: text/plain;\r\n charset=utf-8\r\nX-A: 1\r\nContent-Type: image/png\r\n"
     head = parse_head(block)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,20 @@ def test_comments_and_processing_instructions_are_kept() -> None:
     root = parse_xml(b'<?xml-stylesheet href="x.xsl"?><a><!-- note --><b/></a>')
     assert [child.tag for child in root][1] == "b"
     assert len(root) == 2
+
+
+def test_a_refusal_leaves_nothing_behind_for_the_next_document() -> None:
+    """Each thread keeps one parser; what one document did must not reach the next."""
+    good = b'<?xml version="1.0" encoding="UTF-8"?><r><a>x</a></r>'
+    for bad in (b"<r><a></r>", b"\xff\xfe<\x00r\x00", BILLION_LAUGHS, external_entity("file:///")):
+        with pytest.raises(NotXml):
+            parse_xml(bad)
+        assert parse_xml(good).findtext("a") == "x"
+    assert refusal(b"<r><a></r>").reason == "xml-broken"
+
+
+def test_threads_parse_side_by_side() -> None:
+    docs = [f"<r><n>{i}</n>{'<x/>' * 200}</r>".encode() for i in range(200)]
+    with ThreadPoolExecutor(4) as pool:
+        read = list(pool.map(lambda doc: parse_xml(doc).findtext("n"), docs))
+    assert read == [str(i) for i in range(200)]
