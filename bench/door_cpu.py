@@ -26,7 +26,7 @@ from pathlib import Path
 from bench import text_mail
 from bench.common import free_port, median, stop_process, table
 from bench.intake import python_receiver, trial, wait_idle
-from bench.latency import _load as paced_sessions
+from bench.latency import load as paced_sessions
 
 RECEIVERS = ("aiosmtpd", "streaming", "door")
 # Label: (message size, whether it is prose with full stops rather than smtp-source's lines).

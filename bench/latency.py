@@ -89,7 +89,7 @@ async def _send(port: int, n: int, ends: dict[int, int], failed: list[str]) -> N
         failed.append(f"{n}: {exc}")
 
 
-async def _load(
+async def load(
     port: int, rate: float, seconds: float, first: int = 0
 ) -> tuple[dict[int, int], list[str]]:
     ends: dict[int, int] = {}
@@ -150,10 +150,10 @@ host_key = "{sshd.host_key_line}"
         try:
             time.sleep(SETTLE)
             drop = sshd.root / "Invoice_import"
-            warm, _ = asyncio.run(_load(port, WARM_UP, 1, WARM_UP_FIRST))
+            warm, _ = asyncio.run(load(port, WARM_UP, 1, WARM_UP_FIRST))
             _wait_landed(drop, set(warm))
             cpu_before = cpu_by_role(gateway.proc.pid)
-            ends, failed = asyncio.run(_load(port, rate, seconds))
+            ends, failed = asyncio.run(load(port, rate, seconds))
             landed = _wait_landed(drop, set(ends))
             cpu = cpu_by_role(gateway.proc.pid)
         finally:
