@@ -117,8 +117,8 @@ class Result:
 
 
 def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
-    """Do `work` in one transaction, which holds the write lock from its first read."""
-    with store.writer.begin() as session:
+    """Do `work` in one transaction."""
+    with store.session.begin() as session:
         targets = _targets(session) if work.targets is None else work.targets
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
         owned = _record(session, work.outcomes, settings)

@@ -6,9 +6,10 @@ what lets the SMTP door answer 250 right after it.
 A writer that finds SQLite's write lock taken waits in SQLite's busy handler, which sleeps
 1, 2, 5, 10 … up to 100 ms between tries; while other processes commit many times a second
 it wakes to a lock taken again and waits longer each time, and a lock free for a millisecond
-between their commits goes by unused. Sessions from `Store.writer` therefore take the lock
-themselves at their first write (`BEGIN IMMEDIATE`), trying again every millisecond until
-the busy timeout; they read before it without the lock, as every session does.
+between their commits goes by unused. A transaction therefore takes the lock itself at its
+first write (`BEGIN IMMEDIATE`, where Python's sqlite3 would have begun one for that write),
+trying again every millisecond until the busy timeout; what it reads before that it reads
+without the lock, as before.
 """
 
 from __future__ import annotations
@@ -42,23 +43,15 @@ def make_engine(url: str, busy_timeout: float = 5.0) -> Engine:
         _make_sqlite_parent(url)
         engine = create_engine(url, connect_args={"timeout": busy_timeout})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _write_lock_taker(busy_timeout))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def _writer(engine: Engine, busy_timeout: float) -> Engine:
-    """`engine` for sessions that write: on SQLite, their first write takes the lock by
-    `_take_write_lock` (reads before it still see the newest commit, as other sessions' do)."""
-    if engine.dialect.name != "sqlite":
-        return engine
-    writer = engine.execution_options()
-    event.listen(writer, "before_cursor_execute", _write_lock_taker(busy_timeout))
-    return writer
-
-
 def _write_lock_taker(busy_timeout: float) -> Callable[..., None]:
-    """A `before_cursor_execute` hook: before the driver begins a transaction for a write
-    (Python's sqlite3 does so at the first INSERT, UPDATE or DELETE), begin it ourselves."""
+    """A `before_cursor_execute` hook: where the driver would begin a transaction for a write
+    (Python's sqlite3 does at the first INSERT, UPDATE or DELETE unless in autocommit), begin
+    it ourselves."""
 
     def before(
         conn: Connection, _cursor: Any, _sql: str, _params: Any, context: Any, _many: bool
@@ -67,7 +60,7 @@ def _write_lock_taker(busy_timeout: float) -> Callable[..., None]:
             return
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        if not driver.in_transaction:
+        if driver.isolation_level is not None and not driver.in_transaction:
             _take_write_lock(conn, driver, busy_timeout)
 
     return before
@@ -117,19 +110,11 @@ class Store:
     engine: Engine
     session: sessionmaker[Session]
     blobs: BlobStore
-    # Sessions for a transaction that writes and must not wait long for the lock (the
-    # delivery rounds); on PostgreSQL the same as `session`.
-    writer: sessionmaker[Session]
 
 
 def open_store(url: str, blob_dir: Path, busy_timeout: float = 5.0) -> Store:
     engine = make_engine(url, busy_timeout)
-    return Store(
-        engine,
-        sessionmaker(engine, expire_on_commit=False),
-        BlobStore(blob_dir),
-        sessionmaker(_writer(engine, busy_timeout), expire_on_commit=False),
-    )
+    return Store(engine, sessionmaker(engine, expire_on_commit=False), BlobStore(blob_dir))
 
 
 def _alembic_config(engine: Engine) -> Config:

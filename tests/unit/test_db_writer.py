@@ -1,5 +1,5 @@
-"""`Store.writer` sessions on SQLite: their first write takes the lock with BEGIN IMMEDIATE,
-tried every millisecond, instead of waiting in SQLite's busy handler."""
+"""Transactions on SQLite: their first write takes the lock with BEGIN IMMEDIATE, tried
+every millisecond, instead of waiting in SQLite's busy handler."""
 
 from __future__ import annotations
 
@@ -34,21 +34,21 @@ def _other(tmp_path: Path, timeout: float = 5.0) -> sqlite3.Connection:
 
 
 def _traced(store: Store) -> list[str]:
-    """Every statement the writer's connection starts, failed tries included."""
+    """Every statement the store's connection starts, failed tries included."""
     statements: list[str] = []
-    with store.writer() as session:
+    with store.session() as session:
         driver = session.connection().connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
         driver.set_trace_callback(statements.append)
     return statements
 
 
-def test_a_writer_reads_unlocked_and_takes_the_lock_at_its_first_write(
+def test_a_transaction_reads_unlocked_and_takes_the_lock_at_its_first_write(
     store: Store, tmp_path: Path
 ) -> None:
     statements = _traced(store)
     other = _other(tmp_path, timeout=0)
-    with store.writer.begin() as session:
+    with store.session.begin() as session:
         session.execute(select(T.c.x)).all()
         other.execute("INSERT INTO t VALUES (1)")  # the read held no lock
         session.execute(insert(T).values(x=2))
@@ -62,7 +62,7 @@ def test_a_writer_reads_unlocked_and_takes_the_lock_at_its_first_write(
         assert sorted(session.execute(select(T.c.x)).scalars()) == [1, 2]
 
 
-def test_a_writer_tries_for_the_lock_every_millisecond_until_it_is_free(
+def test_a_transaction_tries_for_the_lock_every_millisecond_until_it_is_free(
     store: Store, tmp_path: Path
 ) -> None:
     statements = _traced(store)
@@ -70,17 +70,19 @@ def test_a_writer_tries_for_the_lock_every_millisecond_until_it_is_free(
     other.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.1, other.execute, args=("COMMIT",))
     release.start()
-    with store.writer.begin() as session:
+    with store.session.begin() as session:
         session.execute(insert(T).values(x=1))
     release.join()
     # SQLite's busy handler would have retried inside one statement, unseen by the trace.
     assert statements.count("BEGIN IMMEDIATE") >= 5
-    with store.writer() as session:
+    with store.session() as session:
         timeout = session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
     assert timeout == 2000
 
 
-def test_a_writer_gives_up_after_the_busy_timeout_with_sqlalchemys_error(tmp_path: Path) -> None:
+def test_a_transaction_gives_up_after_the_busy_timeout_with_sqlalchemys_error(
+    tmp_path: Path,
+) -> None:
     store = open_store(f"sqlite:///{tmp_path}/w.db", tmp_path / "blobs", busy_timeout=0.2)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
@@ -88,11 +90,11 @@ def test_a_writer_gives_up_after_the_busy_timeout_with_sqlalchemys_error(tmp_pat
     other.execute("BEGIN IMMEDIATE")
     with (
         pytest.raises(OperationalError, match="database is locked"),
-        store.writer.begin() as session,
+        store.session.begin() as session,
     ):
         session.execute(insert(T).values(x=1))
     other.execute("COMMIT")
-    with store.writer.begin() as session:
+    with store.session.begin() as session:
         session.execute(insert(T).values(x=2))
     with store.session() as session:
         assert list(session.execute(select(T.c.x)).scalars()) == [2]
