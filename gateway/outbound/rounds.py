@@ -100,6 +100,8 @@ class Round:
     expire: list[attempts.Claim] = field(default_factory=list)
     # Claims held (queued or running) per integration; None claims nothing (shutting down).
     held: Mapping[int, int] | None = None
+    # The integrations as a recent round read them; None reads them again.
+    targets: Mapping[int, Target] | None = None
 
 
 @dataclass
@@ -111,12 +113,14 @@ class Result:
     # for these again before new work is queued (or the poll) would find nothing.
     asked: set[int] = field(default_factory=set)
     dry: set[int] = field(default_factory=set)
+    # The integrations this round went by: read by it, or those it was given.
+    targets: Mapping[int, Target] = field(default_factory=dict)
 
 
 def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
     """Do `work` in one transaction."""
     with store.session.begin() as session:
-        targets = _targets(session)
+        targets = _targets(session) if work.targets is None else work.targets
         session.info[queue.INTEGRATION_NAMES] = {t.id: t.name for t in targets.values()}
         owned = _record(session, work.outcomes, settings)
         lost = [c for c in work.renew if not attempts.renew(session, c, settings.lease)]
@@ -138,7 +142,7 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
     ]
     taken = Counter(claim.integration_id for claim, _ in claims)
     dry = {iid for iid, room in rooms.items() if taken[iid] < room}
-    return Result(owned, lost, jobs, set(rooms), dry)
+    return Result(owned, lost, jobs, set(rooms), dry, targets)
 
 
 def _read_ahead(store: Store, digests: list[str]) -> dict[str, bytes]:
@@ -170,7 +174,7 @@ def _targets(session: Session) -> dict[int, Target]:
     return {iid: Target(iid, name, kind, dict(options)) for iid, name, kind, options in rows}
 
 
-def _rooms(targets: dict[int, Target], held: Mapping[int, int]) -> dict[int, int]:
+def _rooms(targets: Mapping[int, Target], held: Mapping[int, int]) -> dict[int, int]:
     """Claims each integration may take: what its lane holds at most, less what it holds."""
     rooms = {t.id: AHEAD * t.limit - held.get(t.id, 0) for t in targets.values()}
     return {iid: room for iid, room in rooms.items() if room > 0}

@@ -66,7 +66,8 @@ def due(skip_busy: bool, one_integration: bool) -> Select[tuple[Any, ...]]:
         .join(DOSSIERS, DOCUMENTS.c.dossier_id == DOSSIERS.c.id)
         .where(
             or_(
-                table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])
+                # Not `state IN (...)`: SQLAlchemy renders an IN list anew at every execution.
+                or_(table.c.state == DeliveryState.QUEUED, table.c.state == DeliveryState.DEFERRED)
                 & (table.c.next_attempt_at <= now),
                 (table.c.state == DeliveryState.SENDING) & (table.c.lease_until < now),
             )

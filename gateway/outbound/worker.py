@@ -8,7 +8,9 @@ holds every worker. A finished delivery wakes the dispatcher when its lane runs 
 may be due, else its outcome waits for the next round, `OUTCOME_DELAY` at most (`_round_due`);
 the rules stage wakes it whenever it queues a document (`wake`, which may be set from its
 thread). Rounds begin `ROUND_GAP` apart at least, so documents queued close together share
-one. Adapters are cached per integration, so connections are reused between documents.
+one. The integrations are read again once a poll interval has passed since a round last read
+them, not by every round: a change to one reaches the runner within that interval. Adapters
+are cached per integration, so connections are reused between documents.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -103,6 +106,8 @@ class DeliveryRunner:
         self._db: ThreadPoolExecutor | None = None
         self._record_timer: asyncio.TimerHandle | None = None
         self._round_at = 0.0
+        self._targets: Mapping[int, rounds.Target] | None = None
+        self._targets_at = 0.0
 
     async def run(self) -> None:
         """Deliver until cancelled; then give back what was claimed and record what finished."""
@@ -148,6 +153,7 @@ class DeliveryRunner:
             outcomes=self._outcomes,
             renew=self._due_renewals(),
             held=self._held_per_integration(self._outcomes),
+            targets=self._known_targets(),
         )
         self._outcomes = []
         try:
@@ -178,7 +184,15 @@ class DeliveryRunner:
                 self._outcomes = work.outcomes + self._outcomes
             raise
 
+    def _known_targets(self) -> Mapping[int, rounds.Target] | None:
+        """The integrations the last rounds went by, or None when it is time to read them."""
+        if time.monotonic() - self._targets_at >= self.settings.poll_interval:
+            return None
+        return self._targets
+
     def _apply(self, work: Round, result: rounds.Result) -> None:
+        if work.targets is None:
+            self._targets, self._targets_at = result.targets, time.monotonic()
         for outcome, owned in zip(work.outcomes, result.owned, strict=True):
             self._held.pop(outcome.claim.delivery_id, None)
             _log_outcome(outcome, owned)

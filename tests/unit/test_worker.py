@@ -255,3 +255,42 @@ def test_a_document_whose_blob_is_gone_is_deferred_with_the_reason(tmp_path: Pat
     delivery = asyncio.run(scenario())
     assert delivery.last_error_code == "internal-error"
     assert "FileNotFoundError" in delivery.last_error_text
+
+
+def test_integrations_are_read_once_a_poll_interval_and_a_change_is_taken_up_after_it(
+    tmp_path: Path,
+) -> None:
+    """Rounds in quick succession go by the integrations a recent round read; once the poll
+    interval has passed a round reads them again, and a new drop path is used."""
+    store = _store(tmp_path)
+    settings = DeliverySettings(poll_interval=0.5)
+    runner = DeliveryRunner(store, settings)
+    reads: list[int] = []
+
+    def counted(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FROM integrations" in statement:
+            reads.append(1)
+
+    def move_drop() -> None:
+        with store.session.begin() as session:
+            integration = session.scalars(select(Integration)).one()
+            integration.options = {"path": str(tmp_path / "moved")}
+        _queue_one(store, 2)
+
+    async def scenario() -> int:
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.1)
+        event.listen(store.engine, "before_cursor_execute", counted)
+        for _ in range(10):  # ten rounds within 0.3 s
+            runner.wake.set()
+            await asyncio.sleep(ROUND_GAP + 0.01)
+        quick = len(reads)
+        await asyncio.to_thread(move_drop)
+        await asyncio.sleep(settings.poll_interval)
+        runner.wake.set()
+        await _until_sent(store, 1, timeout=10)
+        await _stop(task)
+        return quick
+
+    assert asyncio.run(scenario()) <= 1
+    assert (tmp_path / "moved" / "Invoice_import" / "1-i2.xml").exists()
