@@ -2,10 +2,10 @@
 
 The host key is pinned: an unknown or changed key is a failure that says so, never a prompt.
 A small pool (the integration's `concurrency`) of connections is kept and reused; a connection
-is dropped on any transport error, and sends its packets once per turn of the loop
-(`sftp_wire`). A file is written under a temporary name and renamed; SFTP's rename refuses to
-overwrite, and a final name that already holds the same bytes counts as delivered, which is
-also how an uncertain attempt is reconciled.
+is dropped on any transport error, and sends its packets once per turn of the loop, without
+asyncssh's empty SSH_MSG_IGNORE before each (`sftp_wire`). A file is written under a temporary
+name and renamed; SFTP's rename refuses to overwrite, and a final name that already holds the
+same bytes counts as delivered, which is also how an uncertain attempt is reconciled.
 """
 
 from __future__ import annotations

@@ -1,15 +1,22 @@
 """An SFTP connection's bytes leave in one send per turn of the event loop, not one per packet.
 
-asyncssh hands every SSH packet to its transport as soon as it is built, and puts an empty
-SSH_MSG_IGNORE packet before each one once encryption is on, so a file's five SFTP requests
-(open; write and fsync; close and rename) cost ten send calls, each waking sshd. Gathering what
-asyncssh writes in one turn of the loop and sending it at the end of that turn makes it three,
-one per round trip, with the same bytes in the same order.
+asyncssh hands every SSH packet to its transport as soon as it is built, so a file's five SFTP
+requests (open; write and fsync; close and rename) cost five send calls, each waking sshd.
+Gathering what asyncssh writes in one turn of the loop and sending it at the end of that turn
+makes it three, one per round trip, with the same bytes in the same order.
 
 The hook is asyncssh's own `tunnel` argument: any object with `create_connection` that opens
 the connection the SSH session runs over (as an SSH connection does for a tunnel). `DirectTcp`
 opens a plain TCP connection, as asyncssh would, and gives the session a `GatheringTransport`
-over it; nothing inside asyncssh is replaced.
+over it.
+
+The same hook holds the SSH session before its first packet, and `drop_empty_ignores` stops
+there the empty SSH_MSG_IGNORE packet asyncssh sends before every other once encrypted (which
+would double the packets above): a countermeasure against attacks on CBC ciphers, with no
+option to turn it off. `sftp.CIPHERS` offers no CBC cipher, so it protects nothing here, yet
+each costs building, encrypting and logging a packet on our side and decrypting and discarding
+it on the server's, as much as the packet it precedes. That one wrapped method is the only
+thing of asyncssh's this module changes.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+# SSH_MSG_IGNORE (RFC 4253, 11.2) and an SSH string of no bytes: the countermeasure's packet.
+MSG_IGNORE = 2
+_EMPTY_STRING = b"\x00\x00\x00\x00"
 
 
 class GatheringTransport(asyncio.Transport):
@@ -109,6 +120,7 @@ class DirectTcp:
         self, session_factory: Callable[[], asyncio.Protocol], remote_host: str, remote_port: int
     ) -> tuple[asyncio.Transport, asyncio.Protocol]:
         session = session_factory()
+        drop_empty_ignores(session)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_connection(
             lambda: _Relay(session), remote_host, remote_port
@@ -120,3 +132,22 @@ class DirectTcp:
 
     async def wait_closed(self) -> None:
         """Nothing to wait for, as `close`."""
+
+
+def drop_empty_ignores(session: Any) -> None:
+    """Make `session` (an asyncssh connection) send every packet but an empty SSH_MSG_IGNORE.
+
+    This wraps asyncssh's `send_packet` on this one instance, an internal method: asyncssh
+    sends the countermeasure's packet through `self.send_packet`, so the wrapper sees it and
+    nothing else changes; every other packet, an IGNORE with content included, goes through
+    untouched. A future asyncssh without the method keeps its own behaviour.
+    """
+    send = getattr(session, "send_packet", None)
+    if send is None:
+        return
+
+    def send_packet(pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        if pkttype != MSG_IGNORE or args != (_EMPTY_STRING,):
+            send(pkttype, *args, **kwargs)
+
+    session.send_packet = send_packet

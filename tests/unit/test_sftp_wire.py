@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.outbound.sftp_wire import GatheringTransport
+from gateway.outbound.sftp_wire import MSG_IGNORE, GatheringTransport, drop_empty_ignores
 
 
 class Recorded(asyncio.Transport):
@@ -58,3 +58,29 @@ def test_a_close_sends_what_was_written_first_and_an_abort_drops_it() -> None:
     closing, aborting = asyncio.run(scenario())
     assert (closing.sent, closing.closed) == ([b"disconnect"], True)
     assert (aborting.sent, aborting.aborted) == ([], True)
+
+
+class Session:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, tuple[bytes, ...], dict[str, Any]]] = []
+
+    def send_packet(self, pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        self.sent.append((pkttype, args, kwargs))
+
+
+def test_only_empty_ignore_packets_are_dropped() -> None:
+    session = Session()
+    drop_empty_ignores(session)
+    session.send_packet(MSG_IGNORE, b"\x00\x00\x00\x00")
+    session.send_packet(MSG_IGNORE, b"\x00\x00\x00\x01", b"x")
+    session.send_packet(94, b"\x00\x00\x00\x00", handler="channel")
+    assert session.sent == [
+        (MSG_IGNORE, (b"\x00\x00\x00\x01", b"x"), {}),
+        (94, (b"\x00\x00\x00\x00",), {"handler": "channel"}),
+    ]
+
+
+def test_a_session_without_send_packet_is_left_alone() -> None:
+    session = object()
+    drop_empty_ignores(session)
+    assert not hasattr(session, "send_packet")
