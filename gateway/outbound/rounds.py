@@ -22,6 +22,7 @@ from gateway.config import DeliverySettings
 from gateway.outbound import attempts, queue, statements
 from gateway.outbound.base import DeliveryError, Outgoing
 from gateway.outbound.kinds import concurrency
+from gateway.store import blob_rows
 from gateway.store.db import Store
 
 # Claims an integration may hold per delivery slot: enough that its lane never runs dry
@@ -130,12 +131,9 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
             attempts.expire(session, claim)
         rooms = {} if work.held is None else _rooms(targets, work.held)
         claims = _claim(session, settings, rooms)
-    budget, ahead = READ_AHEAD, []
-    for _, row in claims:
-        if row.size <= budget:
-            ahead.append(row.blob_sha256)
-            budget -= row.size
-    known = _read_ahead(store, ahead)
+        ahead = _ahead(claims)
+        known = blob_rows.fetch(session.connection(), ahead)
+    _read_files(store, ahead, known)
     jobs = [
         Job(claim, targets[claim.integration_id], row, known.get(row.blob_sha256))
         for claim, row in claims
@@ -145,15 +143,25 @@ def run(store: Store, settings: DeliverySettings, work: Round) -> Result:
     return Result(owned, lost, jobs, set(rooms), dry, targets)
 
 
-def _read_ahead(store: Store, digests: list[str]) -> dict[str, bytes]:
-    """The documents' bytes: the rows in one query, then the files; one that cannot be read
-    is left to its job (which then reports the error)."""
-    found = store.blobs.rows(digests)
+def _ahead(claims: list[tuple[attempts.Claim, attempts.DueRow]]) -> list[str]:
+    """The claimed documents whose bytes the round reads, within `READ_AHEAD`. Their rows are
+    read in the round's own transaction: one query more, where a connection of its own cost
+    the round more than the query."""
+    budget, ahead = READ_AHEAD, []
+    for _, row in claims:
+        if row.size <= budget:
+            ahead.append(row.blob_sha256)
+            budget -= row.size
+    return ahead
+
+
+def _read_files(store: Store, digests: list[str], found: dict[str, bytes]) -> None:
+    """Add to `found` the documents of `digests` that are files; one that cannot be read is
+    left to its job (which then reports the error)."""
     for digest in digests:
         if digest not in found:
             with contextlib.suppress(OSError, ValueError):
                 found[digest] = store.blobs.path(digest).read_bytes()
-    return found
 
 
 def _record(session: Session, outcomes: list[Outcome], settings: DeliverySettings) -> list[bool]:
