@@ -123,8 +123,13 @@ MARK_SENT = (
     update(DOCUMENTS)
     .where(
         DOCUMENTS.c.id.in_(bindparam("b_docs", expanding=True)),
-        DOCUMENTS.c.status.in_(
-            [status for status, targets in TRANSITIONS.items() if DocStatus.SENT in targets]
+        # Not `status IN (...)`, as in `due`: the statuses it may leave are fixed.
+        or_(
+            *(
+                DOCUMENTS.c.status == status
+                for status, targets in TRANSITIONS.items()
+                if DocStatus.SENT in targets
+            )
         ),
     )
     .values(status=DocStatus.SENT, status_reason="", sent_at=bindparam("b_now"))
