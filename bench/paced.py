@@ -10,8 +10,9 @@ ctime, which the server's rename sets; the drop is only counted while documents 
 ctimes read once at the end, as statting every file at each poll cost the runner's process
 more than some of what it measures. No SMTP and no rules stage: this is delivery's share of the
 end-of-DATA latency, with the daemon's default delivery settings. The CPU per document is the
-runner's own threads' (event loop and database). As in `bench/latency.py`, sixteen uncounted
-documents go first, so the SFTP connections are open.
+runner's own threads' (event loop and database); its rounds per document are the commits on
+its engine, each costing a transaction whatever it holds. As in `bench/latency.py`, sixteen
+uncounted documents go first, so the SFTP connections are open.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from bench.common import start_sshd, table
 from bench.latency import percentile
@@ -119,19 +120,28 @@ def _runner_cpu() -> float:
 
 async def _measure(
     store: Store, ids: list[int], rate: float, drop: Path
-) -> tuple[dict[int, int], dict[int, int], float]:
+) -> tuple[dict[int, int], dict[int, int], float, int]:
+    """When each document was queued and landed, the runner's CPU seconds and its commits
+    (one per round), over the counted documents."""
     runner = DeliveryRunner(store, DeliverySettings())
     task = asyncio.create_task(runner.run())
+    commits = [0]
+
+    def count(_connection: object) -> None:
+        commits[0] += 1
+
     try:
         await asyncio.sleep(0.5)  # the runner's first round, on an empty queue
         await _paced(store, runner, ids[:WARM_UP], WARM_UP, drop, task)
         cpu = _runner_cpu()
+        event.listen(store.engine, "commit", count)
         queued = await _paced(store, runner, ids[WARM_UP:], rate, drop, task)
+        event.remove(store.engine, "commit", count)
         cpu = _runner_cpu() - cpu
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    return queued, _landed(drop), cpu
+    return queued, _landed(drop), cpu, commits[0]
 
 
 async def _paced(
@@ -201,7 +211,9 @@ def _run(workdir: Path, rate: float, seconds: float) -> str:
             "upload_path": "Paced_import/",
         }
         ids = _documents(store, options, WARM_UP + int(rate * seconds))
-        queued, landed, cpu = asyncio.run(_measure(store, ids, rate, sshd.root / "Paced_import"))
+        queued, landed, cpu, commits = asyncio.run(
+            _measure(store, ids, rate, sshd.root / "Paced_import")
+        )
     finally:
         store.engine.dispose()
         sshd.stop()
@@ -213,6 +225,7 @@ def _run(workdir: Path, rate: float, seconds: float) -> str:
         ["p99 (ms)", f"{percentile(millis, 0.99):.0f}"],
         ["max (ms)", f"{max(millis, default=float('nan')):.0f}"],
         ["delivery CPU per document (ms)", f"{1000 * cpu / max(len(millis), 1):.2f}"],
+        ["delivery rounds (commits) per document", f"{commits / max(len(millis), 1):.2f}"],
     ]
     title = f"delivery alone: queued -> renamed in sshd drop, {rate:.0f} docs/s for {seconds:.0f} s"
     return table([title, "value"], rows)
