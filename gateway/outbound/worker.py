@@ -45,11 +45,15 @@ log = structlog.get_logger(__name__)
 
 # Longest a finished delivery's outcome waits for a round to record it while rounds are being
 # batched: until it is recorded a crash leaves the delivery uncertain (checked or resent).
-OUTCOME_DELAY = 0.05
+# Well above `ROUND_GAP`, so that the round claiming the next document records it.
+OUTCOME_DELAY = 0.1
 # Shortest time from the start of one round to the start of the next. Documents queued within
 # it share one round (one claim, one commit) instead of taking a round each, as arrivals share
-# the SMTP door's group commit; a document waits this long for its claim at most.
-ROUND_GAP = 0.02
+# the SMTP door's group commit; a document waits this long for its claim at most. A round
+# costs a transaction whatever it holds: with documents queued one by one at 200/s, 20 ms
+# made a round for every two documents and 40 ms one for every four or five, with a third
+# less of the runner's CPU per document.
+ROUND_GAP = 0.04
 
 
 class Wake(asyncio.Event):

@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 from gateway.config import DeliverySettings
 from gateway.outbound import queue
 from gateway.outbound.base import Outgoing
-from gateway.outbound.worker import ROUND_GAP, DeliveryRunner
+from gateway.outbound.worker import OUTCOME_DELAY, ROUND_GAP, DeliveryRunner
 from gateway.store.db import Store, open_store, upgrade
 from gateway.store.models import Delivery, DeliveryState, DocType, Document, Dossier, Integration
 
@@ -158,8 +158,9 @@ def test_documents_queued_one_at_a_time_take_one_round_each_not_two(tmp_path: Pa
     # Further apart than ROUND_GAP, closer than OUTCOME_DELAY; a delivery to a directory is
     # over well within it.
     count = 20
+    spacing = (ROUND_GAP + OUTCOME_DELAY) / 2
     # About a round per document queued; twice that when each outcome had its own.
-    assert _rounds_for(tmp_path, count, spacing=0.03) <= 1.5 * count
+    assert _rounds_for(tmp_path, count, spacing) <= 1.5 * count
 
 
 def test_wake_ups_closer_than_the_round_gap_share_a_round(tmp_path: Path) -> None:
