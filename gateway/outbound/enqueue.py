@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, bindparam, insert, select
 
 from gateway.config import DeliverySettings
 from gateway.store.models import Delivery, DeliveryState, Integration
@@ -20,6 +20,10 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _INTEGRATIONS = cast(Table, Integration.__table__)
 # The rows come back with their document: one statement for all, in whatever order.
 _INSERT = insert(_DELIVERIES).returning(_DELIVERIES.c.document_id, _DELIVERIES.c.id)
+# Built once: building and keying a statement for every batch cost more than running it.
+_NAMES = select(_INTEGRATIONS.c.id, _INTEGRATIONS.c.name).where(
+    _INTEGRATIONS.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 def enqueue_new(
@@ -69,6 +73,4 @@ def _row(document: int, integration: int, now: datetime, expires: datetime) -> d
 
 
 def _names(connection: Connection, ids: set[int]) -> dict[int, str]:
-    table = _INTEGRATIONS
-    rows = connection.execute(select(table.c.id, table.c.name).where(table.c.id.in_(ids)))
-    return {row.id: row.name for row in rows}
+    return {row.id: row.name for row in connection.execute(_NAMES, {"ids": list(ids)})}
