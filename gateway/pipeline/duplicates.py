@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select
+from sqlalchemy import Table, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.bundle import pdf_shows
@@ -33,13 +33,22 @@ _ORIGINALS = (
     _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
     _DOCS.c.duplicate_of_id.is_(None),
 )
+# Each side of the OR names the dossier with its own column, so that each can use its index
+# (dossier, file) or (dossier, identity): with the dossier outside the OR, SQLite reads every
+# document of the dossier for every batch.
 _MATCHES = (
     select(_DOCS.c.id, _DOCS.c.dossier_id, _DOCS.c.blob_sha256, _DOCS.c.dedupe_key)
     .where(
-        *_ORIGINALS,
+        _DOCS.c.duplicate_of_id.is_(None),
         or_(
-            _DOCS.c.blob_sha256.in_(bindparam("blobs", expanding=True)),
-            _DOCS.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+            and_(
+                _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
+                _DOCS.c.blob_sha256.in_(bindparam("blobs", expanding=True)),
+            ),
+            and_(
+                _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
+                _DOCS.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+            ),
         ),
     )
     .order_by(_DOCS.c.id)

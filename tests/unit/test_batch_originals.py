@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from gateway.pipeline.duplicates import (
     SAME_FILE,
@@ -95,3 +95,25 @@ def test_stored_originals_come_before_the_batch_s_own(store: Store) -> None:
         None,
         Original(SAME_FILE, id=first),
     ]
+
+
+def test_the_check_reads_the_dossier_s_documents_through_its_indexes(store: Store) -> None:
+    """It runs for every batch: it must find the candidates by file and by identity, not
+    read every document of the dossier."""
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn: object, _cursor: object, sql: str, params: object, *_: object) -> None:
+        if sql.startswith("SELECT documents.id"):
+            seen.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        with store.session() as session:
+            find_originals(session, [_new(1, "a", "k1"), _new(1, "b", "")])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    ((sql, params),) = seen
+    with store.engine.connect() as connection:
+        plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert any("dossier_id=? AND blob_sha256=?" in step for step in plan), plan
+    assert any("dossier_id=? AND dedupe_key=?" in step for step in plan), plan
