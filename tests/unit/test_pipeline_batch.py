@@ -125,6 +125,36 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
         assert all(m.processed_at for m in messages)
 
 
+def test_savepoints_are_taken_only_when_a_message_fails(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that writes cleanly costs no savepoint; one that fails is rolled back whole
+    and written again in a second transaction, a savepoint per message."""
+    for n in range(3):
+        accept(store, n)
+    statements: list[str] = []
+    event.listen(
+        store.engine, "before_cursor_execute", lambda *a: statements.append(a[2].split()[0])
+    )
+    assert runner(store).process_batch(limit=1) == 1
+    assert "SAVEPOINT" not in statements
+    statements.clear()
+    real = gateway.pipeline.write.write_batch
+
+    def failing(session: Any, items: list[Any], *args: Any) -> int:
+        if len(items) > 1:
+            raise RuntimeError("injected")
+        return real(session, items, *args)
+
+    monkeypatch.setattr(gateway.pipeline.runner, "write_batch", failing)
+    assert runner(store).process_batch() == 2
+    assert statements.count("SAVEPOINT") == 2
+    with store.session() as session:
+        messages = session.scalars(select(Message).order_by(Message.id)).all()
+        assert [m.verdict for m in messages] == ["accepted"] * 3
+        assert len(session.scalars(select(Document)).all()) == 3
+
+
 def fsyncs(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[str]:
     """File syncs and commits, in order."""
     order: list[str] = []
