@@ -54,10 +54,11 @@ _FREE = (
     .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), _MESSAGES.c.processed_at.is_(None))
     .with_for_update(skip_locked=True)
 )
-_PROCESSED = (
+_CLAIM = (
     update(_MESSAGES)
-    .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_MESSAGES.c.id.in_(_FREE.scalar_subquery()))
     .values(processed_at=bindparam("at"))
+    .returning(_MESSAGES.c.id)
 )
 
 _Writer = Callable[[Session, list[Prepared], dict[int, DossierRow]], int]
@@ -163,14 +164,11 @@ class PipelineRunner:
 
 
 def _claim(session: Session, ids: list[int]) -> set[int]:
-    """The batch's messages still unprocessed, marked processed first thing: on SQLite that
-    write takes the write lock before any savepoint (a savepoint that began the transaction
-    would commit it when released); on PostgreSQL rows another instance holds are skipped."""
-    connection = session.connection()
-    free = connection.execute(_FREE, {"ids": ids}).scalars().all()
-    if free:
-        connection.execute(_PROCESSED, {"ids": list(free), "at": utcnow()})
-    return set(free)
+    """The batch's messages still unprocessed, marked processed by the transaction's first
+    statement: on SQLite that write takes the write lock before anything else is read or
+    written; on PostgreSQL rows another instance holds are skipped."""
+    claimed = session.connection().execute(_CLAIM, {"ids": ids, "at": utcnow()})
+    return set(claimed.scalars().all())
 
 
 def _rows(staged: Iterable[Staged]) -> list[tuple[str, bytes]]:
