@@ -25,6 +25,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
 
 from gateway.config import DeliverySettings
 from gateway.filenames import safe_filename
@@ -122,8 +123,10 @@ def write_batch(
         connection.execute(_SET_REASON, rows.reasons)
     for say in rows.logs:
         say()
+    # Bound once for the batch: the module's logger looks up its configuration at every call.
+    logger = log.bind()
     for doc in rows.docs:
-        _log_created(doc)
+        _log_created(logger, doc)
     return len(wanted)
 
 
@@ -280,9 +283,9 @@ def _created(doc: _Doc, now: datetime) -> dict[str, Any]:
     return event
 
 
-def _log_created(doc: _Doc) -> None:
+def _log_created(logger: FilteringBoundLogger, doc: _Doc) -> None:
     row = doc.row
-    log.info(
+    logger.info(
         "document_created",
         doc=doc.id,
         message=doc.message_id,
