@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.policy import Rule, make_rule
@@ -25,6 +25,10 @@ _RULE_COLUMNS = select(
 ).order_by(_RULES.c.position, _RULES.c.id)
 _GATEWAY_RULES = _RULE_COLUMNS.where(_RULES.c.dossier_id.is_(None))
 _DOSSIER_RULES = _RULE_COLUMNS.where(_RULES.c.dossier_id == bindparam("dossier"))
+# A dossier's policy is read for every batch: both levels in one statement.
+_POLICY = _RULE_COLUMNS.add_columns(_RULES.c.dossier_id).where(
+    or_(_RULES.c.dossier_id == bindparam("dossier"), _RULES.c.dossier_id.is_(None))
+)
 
 
 class RuleNotFound(LookupError):
@@ -67,7 +71,10 @@ def rules_for(session: Session, dossier: Level, configured: Sequence[Rule]) -> l
     """The ordered policy for one dossier's documents."""
     own = [r for r in configured if r.dossier == dossier.slug]
     shared = [r for r in configured if not r.dossier]
-    return [*own, *_stored(session, dossier), *shared, *_stored(session, None)]
+    rows = session.connection().execute(_POLICY, {"dossier": dossier.id}).all()
+    stored_own = [_rule(r, dossier.slug) for r in rows if r.dossier_id is not None]
+    stored_shared = [_rule(r, "") for r in rows if r.dossier_id is None]
+    return [*own, *stored_own, *shared, *stored_shared]
 
 
 def all_rules(session: Session, configured: Sequence[Rule]) -> list[Rule]:
@@ -93,16 +100,18 @@ def rule_view(rule: Rule) -> dict[str, Any]:
 
 
 def _stored(session: Session, dossier: Level | None) -> list[Rule]:
-    """Read for every batch of the rules stage: columns, through statements built once."""
     connection = session.connection()
     if dossier is None:
         rows = connection.execute(_GATEWAY_RULES)
     else:
         rows = connection.execute(_DOSSIER_RULES, {"dossier": dossier.id})
     slug = dossier.slug if dossier else ""
-    return [
-        make_rule(r.name, r.match, r.actions, r.continue_matching, slug, "database") for r in rows
-    ]
+    return [_rule(r, slug) for r in rows]
+
+
+def _rule(row: Any, slug: str) -> Rule:
+    """A stored rule from a row of `_RULE_COLUMNS`."""
+    return make_rule(row.name, row.match, row.actions, row.continue_matching, slug, "database")
 
 
 def _stored_slugs(session: Session) -> list[str]:
