@@ -105,8 +105,14 @@ def write_batch(
     connection = session.connection()
     _insert_documents(session, connection, rows.docs)
     wanted = [(d.id, target) for d in rows.docs if (target := _auto_send_to(d)) is not None]
+    names = {
+        d.integration_id: d.integration_name
+        for d in dossiers.values()
+        if d.integration_id is not None
+    }
     queued = {
-        event["document_id"]: event for event in enqueue_new(connection, wanted, settings, rows.now)
+        event["document_id"]: event
+        for event in enqueue_new(connection, wanted, settings, rows.now, names)
     }
     events = []
     for first, indexes in rows.messages:

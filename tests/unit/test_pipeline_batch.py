@@ -95,6 +95,16 @@ def test_a_batch_of_messages_is_one_commit(store: Store) -> None:
         assert all(m.processed_at for m in session.scalars(select(Message)))
 
 
+def test_a_queued_delivery_s_event_names_its_integration(store: Store) -> None:
+    """The name is read with the batch's dossiers, in the writing transaction."""
+    accept(store, 0)
+    assert runner(store).process_batch() == 1
+    with store.session() as session:
+        (queued,) = session.scalars(select(Event).where(Event.kind == "delivery_queued")).all()
+        (delivery,) = session.scalars(select(Delivery)).all()
+    assert queued.detail == {"integration_id": delivery.integration_id, "integration": "drop"}
+
+
 def test_a_message_failing_in_its_savepoint_is_shunted_alone(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
