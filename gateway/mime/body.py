@@ -22,7 +22,6 @@ _CID = re.compile(rb"""cid:([^"'\s>)]+)""", re.IGNORECASE)
 # A reference cut by the end of a chunk is carried over; longer than this it is no reference.
 _MAX_CID = 4096
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _DECODE_AT = 64 * 1024
 _MAX_QP_LINE = 1024 * 1024
 
@@ -142,14 +141,15 @@ class _Base64:
         if self.padding:  # after the padding, only more padding
             self.padding += len(text)
             return not text.strip(b"=") and self.padding <= 2
-        # Nearly always clean: checked by deleting the alphabet, far faster than a search.
-        odd = _NOT_BASE64.search(text) if text.translate(None, _BASE64_ALPHABET) else None
-        if odd is not None:
-            tail = text[odd.start() :]
-            if tail.strip(b"=") or len(tail) > 2:
+        # Checked by deleting the alphabet, far faster than a search: what is left must be
+        # the padding at the end (the last piece of a body usually has some).
+        if text.translate(None, _BASE64_ALPHABET):
+            data = text.rstrip(b"=")
+            padding = len(text) - len(data)
+            if padding > 2 or data.translate(None, _BASE64_ALPHABET):
                 return False
-            self.padding = len(tail)
-            text = text[: odd.start()]
+            self.padding = padding
+            text = data
         self.pending.append(text)
         self.size += len(text)
         if self.size >= _DECODE_AT:

@@ -248,7 +248,8 @@ def _classify(
     part, body = leaf.head, _body(leaf)
     media_type = part.get_content_type()
     raw_name = body.name
-    name = safe_filename(raw_name, fallback=fallback_name(media_type, number))
+    # The fallback only when the part has no usable name: looking up its extension costs.
+    name = safe_filename(raw_name, fallback="") or fallback_name(media_type, number)
     why = not_a_document(part, media_type, raw_name, body.size, cids, limits)
     if why or body.keeper is None:
         result.skipped.append(Skipped(name, media_type, body.size, why))

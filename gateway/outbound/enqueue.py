@@ -7,17 +7,16 @@ plain new row; a batch's are inserted together, with the events that record them
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, insert
 
 from gateway.config import DeliverySettings
-from gateway.store.models import Delivery, DeliveryState, Integration
+from gateway.store.models import Delivery, DeliveryState
 
 _DELIVERIES = cast(Table, Delivery.__table__)
-_INTEGRATIONS = cast(Table, Integration.__table__)
 # The rows come back with their document: one statement for all, in whatever order.
 _INSERT = insert(_DELIVERIES).returning(_DELIVERIES.c.document_id, _DELIVERIES.c.id)
 
@@ -27,16 +26,17 @@ def enqueue_new(
     wanted: Sequence[tuple[int, int]],
     settings: DeliverySettings,
     now: datetime,
+    names: Mapping[int, str],
 ) -> list[dict[str, Any]]:
     """Queue each new document for its integration, `(document id, integration id)` pairs
-    (one per document) that auto-send has already found sendable; returns their
+    (one per document) that auto-send has already found sendable; `names` are the
+    integrations' names, which the caller has read with its dossiers. Returns their
     `delivery_queued` events, in order, for the caller to insert with its own."""
     if not wanted:
         return []
     expires = now + timedelta(seconds=settings.lifetime)
     rows = [_row(document, integration, now, expires) for document, integration in wanted]
     ids: dict[int, int] = {row.document_id: row.id for row in connection.execute(_INSERT, rows)}
-    names = _names(connection, {integration for _, integration in wanted})
     return [
         {
             "at": now,
@@ -66,9 +66,3 @@ def _row(document: int, integration: int, now: datetime, expires: datetime) -> d
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _names(connection: Connection, ids: set[int]) -> dict[int, str]:
-    table = _INTEGRATIONS
-    rows = connection.execute(select(table.c.id, table.c.name).where(table.c.id.in_(ids)))
-    return {row.id: row.name for row in rows}

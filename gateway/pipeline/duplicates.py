@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select
+from sqlalchemy import Table, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.rules.bundle import pdf_shows
@@ -33,13 +33,22 @@ _ORIGINALS = (
     _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
     _DOCS.c.duplicate_of_id.is_(None),
 )
+# Each side of the OR names the dossier with its own column, so that each can use its index
+# (dossier, file) or (dossier, identity): with the dossier outside the OR, SQLite reads every
+# document of the dossier for every batch.
 _MATCHES = (
     select(_DOCS.c.id, _DOCS.c.dossier_id, _DOCS.c.blob_sha256, _DOCS.c.dedupe_key)
     .where(
-        *_ORIGINALS,
+        _DOCS.c.duplicate_of_id.is_(None),
         or_(
-            _DOCS.c.blob_sha256.in_(bindparam("blobs", expanding=True)),
-            _DOCS.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+            and_(
+                _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
+                _DOCS.c.blob_sha256.in_(bindparam("blobs", expanding=True)),
+            ),
+            and_(
+                _DOCS.c.dossier_id.in_(bindparam("dossiers", expanding=True)),
+                _DOCS.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+            ),
         ),
     )
     .order_by(_DOCS.c.id)
@@ -90,16 +99,13 @@ class _Stored:
 def find_originals(session: Session, docs: Sequence[NewDocument]) -> list[Original | None]:
     """For each of `docs`, in order, the original it repeats or None: the same file first,
     else the same identity, else (a plain PDF) the structured document its text shows."""
-    stored = _stored_matches(session, docs)
+    firsts = _Firsts()
+    for stored in _stored_matches(session, docs):
+        firsts.add(stored.dossier_id, stored.blob_sha256, stored.dedupe_key, stored.id)
     found: list[Original | None] = []
     recent: dict[int, list[tuple[Original, dict[str, Any]]]] = {}
     for index, doc in enumerate(docs):
-        earlier = [
-            _Stored(-1 - i, d.dossier_id, d.blob_sha256, d.dedupe_key)
-            for i, d in enumerate(docs[:index])
-            if found[i] is None
-        ]
-        original = _same(doc, stored + earlier)
+        original = firsts.same(doc)
         if original is None and doc.text and doc.facts.get("syntax") == "pdf":
             candidates = _recent(session, doc.dossier_id, recent) + [
                 (Original(SHOWN, earlier=i), d.facts)
@@ -108,6 +114,8 @@ def find_originals(session: Session, docs: Sequence[NewDocument]) -> list[Origin
             ]
             original = _shown(doc.text, reversed(candidates[-RECENT_STRUCTURED:]))
         found.append(original)
+        if original is None:
+            firsts.add(doc.dossier_id, doc.blob_sha256, doc.dedupe_key, -1 - index)
     return found
 
 
@@ -137,17 +145,29 @@ def _stored_matches(session: Session, docs: Sequence[NewDocument]) -> list[_Stor
     return [_Stored(*row) for row in session.connection().execute(_MATCHES, values)]
 
 
-def _same(doc: NewDocument, candidates: list[_Stored]) -> Original | None:
-    """Stored candidates come first, by id, then earlier ones of the batch (negative ids)."""
-    mine = [c for c in candidates if c.dossier_id == doc.dossier_id]
-    for why, matches in (
-        (SAME_FILE, [c for c in mine if c.blob_sha256 == doc.blob_sha256]),
-        (SAME_IDENTITY, [c for c in mine if doc.dedupe_key and c.dedupe_key == doc.dedupe_key]),
-    ):
-        if matches:
-            first = matches[0].id
-            return Original(why, id=first) if first >= 0 else Original(why, earlier=-1 - first)
-    return None
+class _Firsts:
+    """The first original seen per file and per identity of each dossier: stored ones first,
+    by id, then the batch's own originals (negative ids: `-1 - index`) as they come. A lookup
+    per document, where comparing each with every candidate made a batch quadratic."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[tuple[int, str], int] = {}
+        self.by_identity: dict[tuple[int, str], int] = {}
+
+    def add(self, dossier_id: int, blob_sha256: str, dedupe_key: str, ref: int) -> None:
+        self.by_file.setdefault((dossier_id, blob_sha256), ref)
+        if dedupe_key:
+            self.by_identity.setdefault((dossier_id, dedupe_key), ref)
+
+    def same(self, doc: NewDocument) -> Original | None:
+        ref = self.by_file.get((doc.dossier_id, doc.blob_sha256))
+        why = SAME_FILE
+        if ref is None and doc.dedupe_key:
+            ref = self.by_identity.get((doc.dossier_id, doc.dedupe_key))
+            why = SAME_IDENTITY
+        if ref is None:
+            return None
+        return Original(why, id=ref) if ref >= 0 else Original(why, earlier=-1 - ref)
 
 
 def _recent(

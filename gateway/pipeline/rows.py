@@ -16,12 +16,13 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.store.models import Address, BlobRow, Dossier, Message
+from gateway.store.models import Address, BlobRow, Dossier, Integration, Message
 
 _MESSAGES = cast(Table, Message.__table__)
 _DOSSIERS = cast(Table, Dossier.__table__)
 _ADDRESSES = cast(Table, Address.__table__)
 _BLOBS = cast(Table, BlobRow.__table__)
+_INTEGRATIONS = cast(Table, Integration.__table__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class DossierRow:
     ibans: tuple[str, ...]
     auto_send: bool
     integration_id: int | None
+    # Recorded in the events of the deliveries queued to it.
+    integration_name: str = ""
 
 
 _PENDING = (
@@ -76,6 +79,10 @@ _DOSSIER = select(
     _DOSSIERS.c.ibans,
     _DOSSIERS.c.auto_send,
     _DOSSIERS.c.integration_id,
+    select(_INTEGRATIONS.c.name)
+    .where(_INTEGRATIONS.c.id == _DOSSIERS.c.integration_id)
+    .scalar_subquery()
+    .label("integration_name"),
 )
 _BY_SLUGS = _DOSSIER.where(_DOSSIERS.c.slug.in_(bindparam("slugs", expanding=True)))
 _BY_ADDRESSES = (
@@ -139,6 +146,7 @@ def _rows(rows: Iterable[Any]) -> list[DossierRow]:
             tuple(row.ibans or ()),
             bool(row.auto_send),
             row.integration_id,
+            row.integration_name or "",
         )
         for row in rows
     ]

@@ -25,6 +25,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
 
 from gateway.config import DeliverySettings
 from gateway.filenames import safe_filename
@@ -104,8 +105,14 @@ def write_batch(
     connection = session.connection()
     _insert_documents(session, connection, rows.docs)
     wanted = [(d.id, target) for d in rows.docs if (target := _auto_send_to(d)) is not None]
+    names = {
+        d.integration_id: d.integration_name
+        for d in dossiers.values()
+        if d.integration_id is not None
+    }
     queued = {
-        event["document_id"]: event for event in enqueue_new(connection, wanted, settings, rows.now)
+        event["document_id"]: event
+        for event in enqueue_new(connection, wanted, settings, rows.now, names)
     }
     events = []
     for first, indexes in rows.messages:
@@ -122,8 +129,10 @@ def write_batch(
         connection.execute(_SET_REASON, rows.reasons)
     for say in rows.logs:
         say()
+    # Bound once for the batch: the module's logger looks up its configuration at every call.
+    logger = log.bind()
     for doc in rows.docs:
-        _log_created(doc)
+        _log_created(logger, doc)
     return len(wanted)
 
 
@@ -280,9 +289,9 @@ def _created(doc: _Doc, now: datetime) -> dict[str, Any]:
     return event
 
 
-def _log_created(doc: _Doc) -> None:
+def _log_created(logger: FilteringBoundLogger, doc: _Doc) -> None:
     row = doc.row
-    log.info(
+    logger.info(
         "document_created",
         doc=doc.id,
         message=doc.message_id,

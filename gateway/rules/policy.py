@@ -112,6 +112,8 @@ def make_rule(
 def evaluate(rules: Sequence[Rule], subject: Subject) -> Outcome:
     """Apply `rules` in order (the caller puts dossier rules before gateway rules)."""
     outcome = Outcome(subject.doc_type, subject.reason)
+    if not rules:  # most dossiers have none: no values to work out
+        return outcome
     values = _values(subject)
     for rule in rules:
         why = _why(rule, values)

@@ -95,6 +95,16 @@ def test_a_batch_of_messages_is_one_commit(store: Store) -> None:
         assert all(m.processed_at for m in session.scalars(select(Message)))
 
 
+def test_a_queued_delivery_s_event_names_its_integration(store: Store) -> None:
+    """The name is read with the batch's dossiers, in the writing transaction."""
+    accept(store, 0)
+    assert runner(store).process_batch() == 1
+    with store.session() as session:
+        (queued,) = session.scalars(select(Event).where(Event.kind == "delivery_queued")).all()
+        (delivery,) = session.scalars(select(Delivery)).all()
+    assert queued.detail == {"integration_id": delivery.integration_id, "integration": "drop"}
+
+
 def test_a_message_failing_in_its_savepoint_is_shunted_alone(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +133,36 @@ def test_a_message_failing_in_its_savepoint_is_shunted_alone(
         assert [m.verdict for m in messages] == ["accepted"] * 2 + ["failed"] + ["accepted"] * 2
         assert messages[2].reason == "internal-error: RuntimeError: injected"
         assert all(m.processed_at for m in messages)
+
+
+def test_savepoints_are_taken_only_when_a_message_fails(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that writes cleanly costs no savepoint; one that fails is rolled back whole
+    and written again in a second transaction, a savepoint per message."""
+    for n in range(3):
+        accept(store, n)
+    statements: list[str] = []
+    event.listen(
+        store.engine, "before_cursor_execute", lambda *a: statements.append(a[2].split()[0])
+    )
+    assert runner(store).process_batch(limit=1) == 1
+    assert "SAVEPOINT" not in statements
+    statements.clear()
+    real = gateway.pipeline.write.write_batch
+
+    def failing(session: Any, items: list[Any], *args: Any) -> int:
+        if len(items) > 1:
+            raise RuntimeError("injected")
+        return real(session, items, *args)
+
+    monkeypatch.setattr(gateway.pipeline.runner, "write_batch", failing)
+    assert runner(store).process_batch() == 2
+    assert statements.count("SAVEPOINT") == 2
+    with store.session() as session:
+        messages = session.scalars(select(Message).order_by(Message.id)).all()
+        assert [m.verdict for m in messages] == ["accepted"] * 3
+        assert len(session.scalars(select(Document)).all()) == 3
 
 
 def fsyncs(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[str]:
