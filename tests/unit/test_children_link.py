@@ -50,3 +50,32 @@ def test_records_beyond_one_datagram_are_split_between_lines() -> None:
     assert len(datagrams) > 1
     assert all(len(d) <= children.MAX_DATAGRAM for d in datagrams)
     assert [line.decode() for d in datagrams for line in d.split(b"\n")] == records
+
+
+def test_from_the_loop_thread_no_self_pipe_wake_up_from_another_thread_one() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    woken: list[str] = []
+
+    async def both() -> float:
+        loop = asyncio.get_running_loop()
+        threadsafe = loop.call_soon_threadsafe
+
+        def counted(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            woken.append(threading.current_thread().name)
+            return threadsafe(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        link = children.Link(theirs.fileno(), lambda: None)
+        link.send("received smtp 0.1")
+        await asyncio.sleep(0.05)
+        assert ours.recv(children.MAX_DATAGRAM) == b"received smtp 0.1"
+        started = loop.time()
+        threading.Thread(target=link.send, args=("refused smtp 550",), name="other").start()
+        await loop.sock_recv(ours, children.MAX_DATAGRAM)
+        return loop.time() - started
+
+    with ours:
+        ours.setblocking(False)
+        waited = asyncio.run(both())
+    assert woken == ["other"]
+    assert waited < 1.0
