@@ -303,3 +303,38 @@ def test_arrivals_handed_in_from_other_threads_are_committed_before_close_stops(
     results = asyncio.run(main())
     assert [r.duplicate for r in results] == [False] * 4
     assert count(store, Message) == 4
+
+
+def test_the_kept_connection_serves_one_transaction_after_another_until_one_fails(
+    store: Store,
+) -> None:
+    kept = accept.KeptConnection(store.engine)
+    connections = []
+    for n in range(2):
+        commit_arrivals(store, [adopt_spooled(store, spool(store, raw(n)), ENVELOPE)], kept.begin)
+        with kept.begin() as connection:
+            connections.append(connection)
+    assert connections[0] is connections[1], "one connection for every transaction"
+    assert not connections[0].closed
+    with pytest.raises(OperationalError), kept.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+    assert connections[0].closed, "a failed transaction closes its connection"
+    with kept.begin() as connection:
+        assert connection is not connections[0]
+        assert connection.scalar(select(func.count()).select_from(Message)) == 2
+    kept.close()
+    assert connection.closed
+
+
+def test_the_thread_calls_on_stop_when_it_stops(store: Store) -> None:
+    stopped = threading.Event()
+
+    async def main() -> Accepted:
+        committer = GroupCommitter(lambda batch: commit_arrivals(store, batch), on_stop=stopped.set)
+        accepted = await committer.commit(adopt_spooled(store, spool(store, raw(1)), ENVELOPE))
+        assert not stopped.is_set()
+        committer.close()
+        return accepted
+
+    assert not asyncio.run(main()).duplicate
+    assert stopped.wait(5)

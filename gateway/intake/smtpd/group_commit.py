@@ -6,7 +6,8 @@ session awaits. One thread takes whatever is waiting, commits it in one transact
 the event loop once for the whole batch. There is no timer: under light load a batch is one
 message and commits at once, under heavy load batches grow by themselves to what arrived during
 one commit (bounded by `max_batch`). Each session is answered only after the transaction
-holding its row has committed, so `250` still means "on disk" (invariant 1).
+holding its row has committed, so `250` still means "on disk" (invariant 1). When the thread
+stops it calls `on_stop` (the commit's kept connection is closed there).
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ _Waiting = tuple[Arrival, "asyncio.Future[Accepted]"]
 
 
 class GroupCommitter:
-    def __init__(self, commit: Commit, max_batch: int = 256, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        commit: Commit,
+        max_batch: int = 256,
+        attempts: int = 3,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self._commit = commit
+        self._on_stop = on_stop
         self.max_batch = max_batch
         self.attempts = attempts
         self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
@@ -66,6 +74,13 @@ class GroupCommitter:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._take_batches()
+        finally:
+            if self._on_stop is not None:
+                self._on_stop()
+
+    def _take_batches(self) -> None:
         while True:
             first = self._waiting.get()
             if first is None:

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import mime
 from gateway.config import IntakeSettings, SmtpSettings
 from gateway.intake import routing
-from gateway.intake.accept import Accepted, adopt_spooled, commit_arrivals, hold
+from gateway.intake.accept import Accepted, KeptConnection, adopt_spooled, commit_arrivals, hold
 from gateway.intake.accept import Envelope as IntakeEnvelope
 from gateway.intake.senders import allowlist, authentication
 from gateway.intake.smtpd import checks
@@ -66,7 +66,10 @@ class Handler(ScannedNames):
     _free: tuple[int, float] = (0, -FREE_SPACE_MAX_AGE)
 
     def __post_init__(self) -> None:
-        self.committer = GroupCommitter(functools.partial(commit_arrivals, self.store))
+        kept = KeptConnection(self.store.engine)
+        self.committer = GroupCommitter(
+            functools.partial(commit_arrivals, self.store, begin=kept.begin), on_stop=kept.close
+        )
         self.routes = routing.RouteBook(self._read_routes)
 
     def _read_routes(self) -> routing.Snapshot:
