@@ -20,6 +20,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -62,6 +63,8 @@ class Handler(ScannedNames):
     authenticate: Authenticate = field(default_factory=lambda: authentication.smtp_evidence)
     committer: GroupCommitter = field(init=False)
     routes: routing.RouteBook = field(init=False)
+    # Where sessions spool DATA: worked out once, not for every connection.
+    spool_dir: Path = field(init=False)
     # The spool's free space and when it was measured (monotonic); see `_room`.
     _free: tuple[int, float] = (0, -FREE_SPACE_MAX_AGE)
 
@@ -71,6 +74,7 @@ class Handler(ScannedNames):
             functools.partial(commit_arrivals, self.store, begin=kept.begin), on_stop=kept.close
         )
         self.routes = routing.RouteBook(self._read_routes)
+        self.spool_dir = self.store.blobs.spool_dir
 
     def _read_routes(self) -> routing.Snapshot:
         with self.store.session() as session:
