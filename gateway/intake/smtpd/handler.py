@@ -48,6 +48,8 @@ from gateway.store.db import Store
 
 log = structlog.get_logger(__name__)
 
+# How long a batch of the group commit waits for more sessions' messages (`group_commit`).
+COMMIT_LINGER = 0.004
 # How long a measure of the spool's free space that showed enough room is used (`_room`).
 FREE_SPACE_MAX_AGE = 1.0
 
@@ -71,7 +73,9 @@ class Handler(ScannedNames):
     def __post_init__(self) -> None:
         kept = KeptConnection(self.store.engine)
         self.committer = GroupCommitter(
-            functools.partial(commit_arrivals, self.store, begin=kept.begin), on_stop=kept.close
+            functools.partial(commit_arrivals, self.store, begin=kept.begin),
+            on_stop=kept.close,
+            linger=COMMIT_LINGER,
         )
         self.routes = routing.RouteBook(self._read_routes)
         self.spool_dir = self.store.blobs.spool_dir
