@@ -340,26 +340,29 @@ def test_the_thread_calls_on_stop_when_it_stops(store: Store) -> None:
     assert stopped.wait(5)
 
 
-def test_a_batch_lingers_for_company_before_it_commits(store: Store) -> None:
+def test_a_busy_door_lingers_for_company_and_a_quiet_one_commits_at_once(store: Store) -> None:
     batches: list[int] = []
 
     def commit(batch: list[Arrival]) -> list[Accepted]:
         batches.append(len(batch))
         return commit_arrivals(store, batch)
 
-    async def sessions(linger: float, first: int) -> None:
-        committer = GroupCommitter(commit, linger=linger)
-        numbers = range(first, first + 3)
-        arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in numbers]
-        alone = asyncio.create_task(committer.commit(arrivals[0]))
-        await asyncio.sleep(0.1)
-        rest = [asyncio.create_task(committer.commit(a)) for a in arrivals[1:]]
-        await asyncio.wait_for(asyncio.gather(alone, *rest), 10)
-        committer.close()
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(5)]
 
-    asyncio.run(sessions(linger=0.5, first=0))
-    assert batches == [3], "the first message waited for the two that came 0.1 s later"
-    batches.clear()
-    asyncio.run(sessions(linger=0.0, first=10))
-    assert batches[0] == 1 and sum(batches) == 3, "without lingering the first commits alone"
-    assert count(store, Message) == 6
+    async def sessions() -> float:
+        committer = GroupCommitter(commit, linger=0.5)
+        await committer.commit(arrivals[0])  # the first after a quiet spell: alone, at once
+        busy = asyncio.create_task(committer.commit(arrivals[1]))
+        await asyncio.sleep(0.1)
+        company = [asyncio.create_task(committer.commit(a)) for a in arrivals[2:4]]
+        await asyncio.wait_for(asyncio.gather(busy, *company), 10)
+        await asyncio.sleep(0.6)
+        started = time.monotonic()
+        await committer.commit(arrivals[4])
+        committer.close()
+        return time.monotonic() - started
+
+    quiet = asyncio.run(sessions())
+    assert batches == [1, 3, 1], "the second came at once after the first: it waited for two more"
+    assert quiet < 0.4, "after a quiet spell a message does not wait for company"
+    assert count(store, Message) == 5

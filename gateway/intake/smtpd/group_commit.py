@@ -4,17 +4,19 @@ A session's arrival is handed in (`put`, from any thread: usually the one that j
 message durable, so the event loop is not woken in between) together with the future its
 session awaits. One thread takes whatever is waiting, commits it in one transaction and wakes
 the event loop once for the whole batch. Under heavy load batches grow by themselves to what
-arrived during one commit (bounded by `max_batch`). Under a steady load of sessions that seldom
-overlap they would stay one message each, and a transaction costs about five times the CPU of
-one more row in it; so a batch first waits up to `linger` seconds for company (as Kafka's
-producers linger), which a lone message pays in latency. Each session is answered only after
-the transaction holding its row has committed, so `250` still means "on disk" (invariant 1).
+arrived during one commit (bounded by `max_batch`). Sessions that come one at a time, a few
+milliseconds apart, would each have a transaction of their own, which costs about five times
+the CPU of one more row in it; so while messages come less than `linger` seconds apart, a batch
+waits up to `linger` for company (as Kafka's producers linger). A message after a quiet spell
+commits at once. Each session is answered only after the transaction holding its row has
+committed, so `250` still means "on disk" (invariant 1).
 When the thread stops it calls `on_stop` (the commit's kept connection is closed there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -45,6 +47,8 @@ class GroupCommitter:
     ) -> None:
         self._commit = commit
         self.linger = linger
+        # When the thread last took a message (monotonic), to tell a busy door from a quiet one.
+        self._last_taken = -math.inf
         self._on_stop = on_stop
         self.max_batch = max_batch
         self.attempts = attempts
@@ -96,10 +100,13 @@ class GroupCommitter:
                 return
 
     def _gather(self, first: _Waiting) -> tuple[list[_Waiting], bool]:
-        """`first` and what arrives within `linger` of it, up to `max_batch`; and whether
-        `close` was called meanwhile."""
+        """`first`, what is waiting already, and while the door is busy (the message before
+        came less than `linger` before it) what arrives within `linger` of it, up to
+        `max_batch`; and whether `close` was called meanwhile."""
         batch = [first]
-        deadline = time.monotonic() + self.linger
+        now = time.monotonic()
+        deadline = now + self.linger if now - self._last_taken < self.linger else now
+        self._last_taken = now
         while len(batch) < self.max_batch:
             wait = deadline - time.monotonic()
             try:
@@ -109,6 +116,7 @@ class GroupCommitter:
             if item is None:
                 return batch, True
             batch.append(item)
+            self._last_taken = time.monotonic()
         return batch, False
 
     def _commit_batch(self, batch: list[_Waiting]) -> None:
