@@ -303,3 +303,66 @@ def test_arrivals_handed_in_from_other_threads_are_committed_before_close_stops(
     results = asyncio.run(main())
     assert [r.duplicate for r in results] == [False] * 4
     assert count(store, Message) == 4
+
+
+def test_the_kept_connection_serves_one_transaction_after_another_until_one_fails(
+    store: Store,
+) -> None:
+    kept = accept.KeptConnection(store.engine)
+    connections = []
+    for n in range(2):
+        commit_arrivals(store, [adopt_spooled(store, spool(store, raw(n)), ENVELOPE)], kept.begin)
+        with kept.begin() as connection:
+            connections.append(connection)
+    assert connections[0] is connections[1], "one connection for every transaction"
+    assert not connections[0].closed
+    with pytest.raises(OperationalError), kept.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+    assert connections[0].closed, "a failed transaction closes its connection"
+    with kept.begin() as connection:
+        assert connection is not connections[0]
+        assert connection.scalar(select(func.count()).select_from(Message)) == 2
+    kept.close()
+    assert connection.closed
+
+
+def test_the_thread_calls_on_stop_when_it_stops(store: Store) -> None:
+    stopped = threading.Event()
+
+    async def main() -> Accepted:
+        committer = GroupCommitter(lambda batch: commit_arrivals(store, batch), on_stop=stopped.set)
+        accepted = await committer.commit(adopt_spooled(store, spool(store, raw(1)), ENVELOPE))
+        assert not stopped.is_set()
+        committer.close()
+        return accepted
+
+    assert not asyncio.run(main()).duplicate
+    assert stopped.wait(5)
+
+
+def test_a_busy_door_lingers_for_company_and_a_quiet_one_commits_at_once(store: Store) -> None:
+    batches: list[int] = []
+
+    def commit(batch: list[Arrival]) -> list[Accepted]:
+        batches.append(len(batch))
+        return commit_arrivals(store, batch)
+
+    arrivals = [adopt_spooled(store, spool(store, raw(n)), ENVELOPE) for n in range(5)]
+
+    async def sessions() -> float:
+        committer = GroupCommitter(commit, linger=0.5)
+        await committer.commit(arrivals[0])  # the first after a quiet spell: alone, at once
+        busy = asyncio.create_task(committer.commit(arrivals[1]))
+        await asyncio.sleep(0.1)
+        company = [asyncio.create_task(committer.commit(a)) for a in arrivals[2:4]]
+        await asyncio.wait_for(asyncio.gather(busy, *company), 10)
+        await asyncio.sleep(0.6)
+        started = time.monotonic()
+        await committer.commit(arrivals[4])
+        committer.close()
+        return time.monotonic() - started
+
+    quiet = asyncio.run(sessions())
+    assert batches == [1, 3, 1], "the second came at once after the first: it waited for two more"
+    assert quiet < 0.4, "after a quiet spell a message does not wait for company"
+    assert count(store, Message) == 5

@@ -104,9 +104,7 @@ class GatewaySMTP(StreamingSMTP):
     def __init__(self, handler: Handler, gate: SessionGate, line_length: int, **kw: Any) -> None:
         # aiosmtpd sizes its reader by it; `line_length` counts the CRLF, the decoder does not.
         self.line_length_limit = line_length
-        super().__init__(
-            handler, spool_dir=handler.store.blobs.spool_dir, max_line_chars=line_length - 2, **kw
-        )
+        super().__init__(handler, spool_dir=handler.spool_dir, max_line_chars=line_length - 2, **kw)
         self.gate = gate
 
     def _create_envelope(self) -> GatewayEnvelope:
