@@ -28,6 +28,12 @@ def main() -> None:
     parser.add_argument(
         "--smtp-processes", type=int, default=1, help="latency: the gateway's smtp.processes"
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="latency: the SMTP door and the rules stage each in a process of their own "
+        "(daemon.smtp_process and daemon.rules_process)",
+    )
     parser.add_argument("--files", type=int, default=1000, help="sftp: documents per mode")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
@@ -56,7 +62,7 @@ def run_part(part: str, workdir: Path, args: argparse.Namespace) -> str:
     if part == "latency":
         from bench import latency
 
-        return latency.run(workdir, args.rate, args.seconds, args.smtp_processes)
+        return latency.run(workdir, args.rate, args.seconds, args.smtp_processes, args.split)
     if part == "memory":
         from bench import memory
 

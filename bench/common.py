@@ -24,11 +24,15 @@ __all__ += ["CORES", "PROCESS_COUNTS", "cpu_by_role", "full_gateway"]
 INTAKE_ADDRESS = "bench@gateway.localhost"
 
 
-def gateway_config(port: int, integration: str, workers: int = 2, smtp_processes: int = 1) -> str:
+def gateway_config(
+    port: int, integration: str, workers: int = 2, smtp_processes: int = 1, split: bool = False
+) -> str:
     """A production-like config: SQLite, info logs as JSON to a file, the daemon's defaults.
     With SMTP listener processes the rules stage gets a process of its own too, as the README
-    advises for a busy gateway."""
-    rules_process = str(smtp_processes > 1).lower()
+    advises for a busy gateway; `split` puts a single door in a listener process as well
+    (`daemon.smtp_process`), so the door, the rules stage and the workers have one each."""
+    rules_process = str(split or smtp_processes > 1).lower()
+    smtp_process = str(split).lower()
     return f"""
 [gateway]
 state_dir = "var"
@@ -50,6 +54,7 @@ poll_interval = 0.2
 
 [daemon]
 rules_process = {rules_process}
+smtp_process = {smtp_process}
 
 [metrics]
 enabled = false

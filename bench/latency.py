@@ -7,7 +7,8 @@ stops at the delivered file's ctime, which the server's rename sets (kernel cloc
 coarse). Messages whose file has not landed within the wait are reported, not dropped.
 Sixteen warm-up messages go through first, uncounted, so the SFTP connections are open.
 The gateway runs the daemon's default delivery settings (workers, SFTP concurrency); with
-`--smtp-processes` above 1 the rules stage runs in a process of its own too. CPU per message
+`--smtp-processes` above 1 the rules stage runs in a process of its own too; with `--split`, a
+single SMTP door and the rules stage each run in a process of their own. CPU per message
 is each process's user+system time over the run, by role (daemon, listeners, rules stage).
 A second table (`bench/paced.py`) times the delivery workers alone at the same rate.
 """
@@ -163,7 +164,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run(workdir: Path, rate: float, seconds: float, smtp_processes: int = 1) -> str:
+def run(
+    workdir: Path, rate: float, seconds: float, smtp_processes: int = 1, split: bool = False
+) -> str:
     sshd = start_sshd(workdir / "sshd")
     try:
         integration = f"""
@@ -178,7 +181,8 @@ host_key = "{sshd.host_key_line}"
 """
         port = free_port()
         (workdir / "gateway").mkdir()
-        config = gateway_config(port, integration, DeliverySettings().workers, smtp_processes)
+        workers = DeliverySettings().workers
+        config = gateway_config(port, integration, workers, smtp_processes, split)
         gateway = Gateway(workdir / "gateway", config, port)
         gateway.start()
         assert gateway.proc is not None
@@ -211,10 +215,11 @@ host_key = "{sshd.host_key_line}"
         rows.append([f"CPU ms/msg, {role}", f"{per_message:.1f}"])
     for reason in failed[:3]:
         print(f"  not accepted: {reason}")
-    rules = ", rules stage in its own process" if smtp_processes > 1 else ""
+    rules = ", rules stage in its own process" if smtp_processes > 1 or split else ""
+    where = " (not the daemon)" if split and smtp_processes == 1 else ""
     title = (
         f"end of DATA -> renamed in sshd drop, {rate:.0f} msgs/s for {seconds:.0f} s, "
-        f"{smtp_processes} SMTP process(es){rules}"
+        f"{smtp_processes} SMTP process(es){where}{rules}"
     )
     from bench import paced  # it imports `percentile` from here
 

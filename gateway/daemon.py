@@ -1,8 +1,9 @@
 """`gateway run`: wire the doors, the rules stage and the workers into one event loop.
 
-The SMTP door (`smtp.processes` above 1) and the rules stage (`daemon.rules_process`) may run
-in child processes the daemon keeps (`gateway.children`); wake-ups pass through the daemon:
-a door accepted a message → the rules stage, documents queued → the delivery workers.
+The SMTP door (`smtp.processes` above 1, or `daemon.smtp_process`) and the rules stage
+(`daemon.rules_process`) may run in child processes the daemon keeps (`gateway.children`);
+wake-ups pass through the daemon: a door accepted a message → the rules stage, documents
+queued → the delivery workers.
 Start-up refuses a database behind the migrations; READY=1 goes to systemd only once the
 listeners are bound and the database answered. SIGHUP reloads the config (a bad one is
 refused and the old one keeps running; a rules-stage child is sent `reload`); SIGTERM closes
@@ -120,7 +121,7 @@ class Daemon:
     async def _open_smtp(self) -> None:
         """The SMTP door here, or bound here and answered by listener processes."""
         smtp = self.settings.smtp
-        if smtp.processes == 1:
+        if smtp.processes == 1 and not self.settings.daemon.smtp_process:
             self.smtp = await smtpd.start(smtp, self.store, self.accepted.set, self.settings.intake)
             return
         # What is left here only fills and empties queues; under CPU pressure a client waiting
@@ -196,8 +197,9 @@ class Daemon:
             for name in ("smtp", "intake", "imap", "folder", "metrics", "database")
             if getattr(new, name) != getattr(self.settings, name)
         ]
-        if new.daemon.rules_process != self.settings.daemon.rules_process:
-            restart_needed.append("daemon.rules_process")
+        for layout in ("rules_process", "smtp_process"):
+            if getattr(new.daemon, layout) != getattr(self.settings.daemon, layout):
+                restart_needed.append(f"daemon.{layout}")
         if restart_needed:
             log.warning("reload_needs_restart", changed=restart_needed)
         self.settings = new

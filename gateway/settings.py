@@ -181,6 +181,9 @@ class DaemonSettings:
     # The rules stage in a process of its own (a core for recognition beside the doors and
     # the workers); false: in the daemon's process, which takes the least memory.
     rules_process: bool = False
+    # The SMTP door in a listener process even with `smtp.processes = 1` (above 1 it always
+    # is); false: the daemon answers SMTP itself then.
+    smtp_process: bool = False
 
 
 @dataclass(frozen=True)

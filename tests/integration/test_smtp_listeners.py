@@ -99,3 +99,20 @@ def test_listeners_stop_with_the_daemon_even_when_it_is_killed(gateway: Gateway)
 
 def _kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def test_one_listener_process_when_the_door_is_asked_out_of_the_daemon(tmp_path: Path) -> None:
+    port = free_port()
+    extra = "[daemon]\ndrain_timeout = 5\nsmtp_process = true\nrules_process = true\n" + DEMO_DROP
+    gw = Gateway(tmp_path, base_config(port, extra, smtp_processes=1, poll_interval=60), port)
+    gw.start()
+    try:
+        gw.wait_for(lambda: len(gw.live_pids(LISTENER_READY)) == 1, timeout=20)
+        listener = gw.live_pids(LISTENER_READY)[0]
+        assert gw.proc is not None and listener != gw.proc.pid
+        gw.send(invoice_mail(1))
+        assert [a["listener"] for a in gw.events("message_accepted")] == [listener]
+        gw.wait_for(lambda: sent(gw) == 1, timeout=20)
+    finally:
+        assert gw.stop() == 0
+    assert process_state(listener) in ("gone", "Z")
