@@ -9,26 +9,20 @@ import pytest
 from gateway import config
 
 REPO = Path(__file__).resolve().parents[2]
+SWITCHES = ("rules_process", "smtp_process")
 
 
-def test_the_rules_stage_stays_in_the_daemon_by_default() -> None:
-    assert config.load(REPO / "config" / "gateway.example.toml").daemon.rules_process is False
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_the_stage_stays_in_the_daemon_by_default(switch: str) -> None:
+    settings = config.load(REPO / "config" / "gateway.example.toml")
+    assert getattr(settings.daemon, switch) is False
 
 
-def test_rules_process_is_a_switch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_is_a_switch(tmp_path: Path, switch: str) -> None:
     path = tmp_path / "gw.toml"
-    path.write_text("[daemon]\nrules_process = true\n")
-    assert config.load(path).daemon.rules_process is True
-    path.write_text("[daemon]\nrules_process = 'yes'\n")
-    with pytest.raises(config.ConfigError, match=r"daemon\.rules_process"):
-        config.load(path)
-
-
-def test_the_smtp_door_stays_in_the_daemon_by_default_and_may_leave_it(tmp_path: Path) -> None:
-    assert config.load(REPO / "config" / "gateway.example.toml").daemon.smtp_process is False
-    path = tmp_path / "gw.toml"
-    path.write_text("[daemon]\nsmtp_process = true\n")
-    assert config.load(path).daemon.smtp_process is True
-    path.write_text("[daemon]\nsmtp_process = 1\n")
-    with pytest.raises(config.ConfigError, match=r"daemon\.smtp_process"):
+    path.write_text(f"[daemon]\n{switch} = true\n")
+    assert getattr(config.load(path).daemon, switch) is True
+    path.write_text(f"[daemon]\n{switch} = 'yes'\n")
+    with pytest.raises(config.ConfigError, match=rf"daemon\.{switch}"):
         config.load(path)
