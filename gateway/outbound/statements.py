@@ -123,7 +123,7 @@ MARK_SENT = (
     update(DOCUMENTS)
     .where(
         DOCUMENTS.c.id.in_(bindparam("b_docs", expanding=True)),
-        # Not `status IN (...)`, as in `due`: the statuses it may leave are fixed.
+        # Not `status IN (...)`, as in `due`: SQLAlchemy renders an IN list anew every time.
         or_(
             *(
                 DOCUMENTS.c.status == status

@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,15 +236,14 @@ class BlobStore:
 
     def get(self, digest: str) -> bytes:
         """The blob's bytes, from its row or else its file."""
-        data = self.rows([digest]).get(digest)
+        data = self._row(digest)
         return self.path(digest).read_bytes() if data is None else data
 
-    def rows(self, digests: Collection[str]) -> dict[str, bytes]:
-        """The bytes of those of `digests` that are rows, in one query; the others are files."""
-        if self.engine is None or not digests:
-            return {}
+    def _row(self, digest: str) -> bytes | None:
+        if self.engine is None:
+            return None
         with self.engine.connect() as connection:
-            return blob_rows.fetch(connection, digests)
+            return blob_rows.fetch(connection, [digest]).get(digest)
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the blob store's file system."""
